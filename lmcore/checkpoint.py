@@ -1,0 +1,113 @@
+"""Checkpoints: one state that is both what is saved and what resume loads.
+
+`checkpoint-<step>/` holds the model and tokenizer in Hugging Face format (loadable on their own), `model_args.json`,
+and `training_state.pt`: optimizer, step, epoch, position in the epoch's data order, tokens seen, loss history and
+every RNG state of this process. It is written under a temporary name, fsynced, then renamed: a checkpoint folder
+with the final name is always complete, and an interrupted save leaves only a `.tmp-*` folder that is never loaded
+(and is cleared by the next save).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "training_state.pt"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                                                    *np_state[2:]], "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def save(folder: Path, write_model: Callable[[Path], None], state: dict) -> Path:
+    """Write a complete checkpoint at `folder` atomically: `write_model(tmp)` then the training state."""
+    folder = Path(folder)
+    for stale in folder.parent.glob(folder.name + ".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True)
+    write_model(tmp)
+    torch.save(state, tmp / STATE_FILE)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb+") as fh:
+                os.fsync(fh.fileno())
+    old = None
+    if folder.exists():
+        old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_checkpoint(folder: str | Path) -> bool:
+    return (Path(folder) / STATE_FILE).is_file()
+
+
+def find(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in `output_dir`, oldest first."""
+    out = []
+    if Path(output_dir).is_dir():
+        for p in Path(output_dir).iterdir():
+            m = _NAME.match(p.name)
+            if m and is_checkpoint(p):
+                out.append((int(m.group(1)), p))
+    return [p for _, p in sorted(out)]
+
+
+def latest(output_dir: str | Path) -> Path | None:
+    found = find(output_dir)
+    return found[-1] if found else None
+
+
+def load_state(folder: str | Path) -> dict:
+    return torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
+
+
+def rotate(output_dir: str | Path, keep: int | None) -> None:
+    """Delete all but the newest `keep` checkpoints."""
+    if not keep:
+        return
+    for old in find(output_dir)[:-keep]:
+        log.info("Removing old checkpoint %s (save_total_limit=%d)", old, keep)
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,35 @@
+"""Loading by name: a local directory, or a Hugging Face hub name resolved through the hub (or its local cache).
+
+This is the one place that reaches the hub. Online users get the real download path; offline (no network, or
+HF_HUB_OFFLINE=1) a name that is not in the local cache fails with an error that says so and what to pass instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class ModelNotFoundError(OSError):
+    """A model or tokenizer name that is neither a local directory nor loadable from the hub or its cache."""
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def from_pretrained(cls, name: str, what: str = "model", **kwargs):
+    """`cls.from_pretrained(name, **kwargs)` with a clear error when `name` cannot be found."""
+    if os.path.isdir(name):
+        return cls.from_pretrained(name, **kwargs)
+    if name.startswith((".", "/", "~")) or os.path.exists(name):
+        raise ModelNotFoundError(f"{what} {name!r}: no such directory")
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as e:
+        where = ("the hub is offline (HF_HUB_OFFLINE=1)" if hub_offline()
+                 else "the hub could not be reached or has no such repository")
+        raise ModelNotFoundError(
+            f"{what} {name!r} is not a local directory and is not in the local Hugging Face cache, and {where}. "
+            f"Pass the path of a saved model directory instead (for example the output_dir of an earlier "
+            f"train_model run), or download it once where the hub is reachable. ({type(e).__name__}: {e})"
+        ) from e

@@ -1,0 +1,103 @@
+"""The pre-training objectives as small pure functions over tensors.
+
+Shapes: B = batch, T = tokens per example, V = vocabulary. Labels use -100 for "not scored" (the PyTorch and
+Hugging Face convention).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def maskable(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: real tokens that may be masked (not padding, not [CLS]/[SEP]/<s>/... )."""
+    return attention_mask.bool() & ~torch.isin(input_ids, special_ids)
+
+
+def mask_tokens(input_ids: torch.Tensor, candidates: torch.Tensor, mask_id: int, vocab_size: int,
+                probability: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking. input_ids (B, T) long, candidates (B, T) bool -> (masked inputs, labels), both (B, T).
+
+    Each candidate is selected with `probability`; of the selected, 80% become `mask_id`, 10% a random token and
+    10% stay unchanged. Labels hold the original id at selected positions and IGNORE elsewhere. All randomness
+    comes from `generator`, so the same generator state always masks the same way (exact resume, seeded eval).
+    """
+    draws = torch.rand(input_ids.shape, generator=generator)
+    selected = (draws < probability) & candidates.cpu()
+    kind = torch.rand(input_ids.shape, generator=generator)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
+    selected = selected.to(input_ids.device)
+    kind = kind.to(input_ids.device)
+    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
+    inputs = torch.where(selected & (kind < 0.8), torch.full_like(input_ids, mask_id), input_ids)
+    inputs = torch.where(selected & (kind >= 0.8) & (kind < 0.9), random_ids.to(input_ids.device), inputs)
+    return inputs, labels
+
+
+def causal_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) labels for next-token prediction: the inputs themselves, padding ignored (models shift by one)."""
+    return input_ids.masked_fill(attention_mask == 0, IGNORE)
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and the number of scored tokens. logits (B, T, V) or (N, V); labels (B, T) or (N,).
+
+    With `causal`, position t predicts label t + 1. Returning (sum, count) rather than a mean lets evaluation
+    weight every token equally across batches of different sizes (true token-level perplexity).
+    """
+    if causal:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    labels = labels.reshape(-1)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels, ignore_index=IGNORE,
+                           reduction="sum")
+    return loss, (labels != IGNORE).sum()
+
+
+class LanguageModelObjective:
+    """MLM (`causal=False`) or CLM (`causal=True`) on one model with an LM head.
+
+    `train_loss` returns the mean loss over scored tokens (what is back-propagated); `eval_sums` returns sums that
+    add up over batches and processes; `eval_metrics` turns the totals into eval_loss and perplexity.
+    """
+
+    def __init__(self, causal: bool, tokenizer, mlm_probability: float = 0.15):
+        self.causal = causal
+        self.mlm_probability = mlm_probability
+        self.mask_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        if not causal and self.mask_id is None:
+            raise ValueError("masked language modeling needs a tokenizer with a mask token")
+
+    def inputs_and_labels(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        if self.causal:
+            return ids, causal_labels(ids, attn)
+        candidates = maskable(ids, attn, self.special_ids.to(ids.device))
+        return mask_tokens(ids, candidates, self.mask_id, self.vocab_size, self.mlm_probability, generator)
+
+    def _loss_sum(self, model, batch: dict, generator: torch.Generator):
+        inputs, labels = self.inputs_and_labels(batch, generator)
+        logits = model(input_ids=inputs, attention_mask=batch["attention_mask"]).logits
+        return token_loss_sum(logits, labels, self.causal)
+
+    def train_loss(self, model, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        loss_sum, count = self._loss_sum(model, batch, generator)
+        return loss_sum / count.clamp(min=1), {}
+
+    def eval_sum_keys(self) -> list[str]:
+        return ["loss_sum", "tokens"]
+
+    def eval_sums(self, model, batch: dict, generator: torch.Generator) -> dict:
+        loss_sum, count = self._loss_sum(model, batch, generator)
+        return {"loss_sum": loss_sum.item(), "tokens": count.item()}
+
+    @staticmethod
+    def eval_metrics(totals: dict) -> dict:
+        loss = totals["loss_sum"] / max(totals["tokens"], 1)
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 700.0)), "eval_tokens": int(totals["tokens"])}

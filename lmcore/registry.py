@@ -1,0 +1,63 @@
+"""model_type -> the classes that implement it. Adding a model type is one entry in MODEL_TYPES."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import transformers as hf
+
+
+@dataclass(frozen=True)
+class ModelType:
+    name: str
+    config_cls: type
+    mlm_cls: type | None
+    """Model class with a masked-LM head (None: the type cannot do MLM)."""
+    clm_cls: type | None
+    """Model class with a causal-LM head (None: the type cannot do CLM)."""
+    tokenizer_cls: type
+    """Fast tokenizer class; trained from scratch with the same normalizer and pre-tokenizer it loads with."""
+    tokenizer_kind: str
+    """What a from-scratch tokenizer is: wordpiece, byte-level-bpe, unigram, bpe."""
+    positions_field: str = "max_position_embeddings"
+    position_offset: int = 0
+    """Positions the model reserves beyond its tokens (RoBERTa-style models start positions at padding_idx + 1)."""
+
+    @property
+    def default_mlm(self) -> bool:
+        return self.mlm_cls is not None
+
+    def model_cls(self, mlm: bool) -> type:
+        cls = self.mlm_cls if mlm else self.clm_cls
+        if cls is None:
+            want, have = ("mlm=True (masked LM)", "mlm=False") if mlm else ("mlm=False (causal LM)", "mlm=True")
+            raise ValueError(f"model_type {self.name!r} has no head for {want}: set {have}")
+        return cls
+
+
+MODEL_TYPES: dict[str, ModelType] = {
+    t.name: t
+    for t in (
+        ModelType("bert", hf.BertConfig, hf.BertForMaskedLM, None, hf.BertTokenizerFast, "wordpiece"),
+        ModelType("distilbert", hf.DistilBertConfig, hf.DistilBertForMaskedLM, None, hf.DistilBertTokenizerFast,
+                  "wordpiece"),
+        ModelType("camembert", hf.CamembertConfig, hf.CamembertForMaskedLM, None, hf.CamembertTokenizerFast,
+                  "unigram", position_offset=2),
+        ModelType("roberta", hf.RobertaConfig, hf.RobertaForMaskedLM, None, hf.RobertaTokenizerFast,
+                  "byte-level-bpe", position_offset=2),
+        ModelType("longformer", hf.LongformerConfig, hf.LongformerForMaskedLM, None, hf.LongformerTokenizerFast,
+                  "byte-level-bpe", position_offset=2),
+        ModelType("gpt2", hf.GPT2Config, None, hf.GPT2LMHeadModel, hf.GPT2TokenizerFast, "byte-level-bpe",
+                  positions_field="n_positions"),
+        ModelType("openai-gpt", hf.OpenAIGPTConfig, None, hf.OpenAIGPTLMHeadModel, hf.OpenAIGPTTokenizerFast, "bpe",
+                  positions_field="n_positions"),
+        ModelType("electra", hf.ElectraConfig, hf.ElectraForMaskedLM, None, hf.ElectraTokenizerFast, "wordpiece"),
+    )
+}
+
+
+def get_model_type(name: str) -> ModelType:
+    try:
+        return MODEL_TYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown model_type {name!r}: choose one of {', '.join(sorted(MODEL_TYPES))}") from None

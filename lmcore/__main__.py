@@ -1,0 +1,130 @@
+"""`python -m lmcore`: the engine's command line, the same on one process and under torchrun.
+
+    python -m lmcore demo                                   # a small BERT from scratch on the bundled corpus
+    python -m lmcore train --model-type bert --train corpus.txt --eval eval.txt --output-dir out \\
+        --set num_train_epochs=2 --set vocab_size=8000
+    python -m lmcore train --spec run.json                  # everything in one JSON file (what the pipeline uses)
+    python -m lmcore eval --model-type bert --model-name out --eval eval.txt
+    torchrun --nproc_per_node=2 -m lmcore train ...         # the same, data-parallel
+
+A spec file holds {"model_type", "model_name", "train_files", "eval_files", "output_dir", "args": {...},
+"generator_name", "discriminator_name", "result_file"}; `--set key=value` (value parsed as JSON when it parses)
+overrides args. The eval result is printed as one JSON line and, with "result_file", written there by rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
+
+DEMO = {
+    "model_type": "bert",
+    "model_name": None,
+    "train_files": [str(SAMPLE_DATA / "train.txt")],
+    "eval_files": [str(SAMPLE_DATA / "eval.txt")],
+    "output_dir": "outputs/demo-bert",
+    "args": {"vocab_size": 8000, "max_seq_length": 128, "num_train_epochs": 3, "train_batch_size": 32,
+             "learning_rate": 1e-3, "warmup_ratio": 0.1, "overwrite_output_dir": True, "save_steps": -1,
+             "save_model_every_epoch": False, "logging_steps": 10, "cache_dir": "cache_dir/",
+             "config": {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "intermediate_size": 512}},
+}
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse(argv: list[str]) -> tuple[str, dict]:
+    p = argparse.ArgumentParser(prog="python -m lmcore", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("demo", help="train a small BERT from scratch on the bundled corpus and print its perplexity")
+    for name in ("train", "eval"):
+        s = sub.add_parser(name)
+        s.add_argument("--spec", help="JSON run spec (flags below override it)")
+        s.add_argument("--model-type")
+        s.add_argument("--model-name")
+        s.add_argument("--generator-name")
+        s.add_argument("--discriminator-name")
+        s.add_argument("--train", nargs="+", dest="train_files")
+        s.add_argument("--eval", nargs="+", dest="eval_files")
+        s.add_argument("--output-dir")
+        s.add_argument("--result-file")
+        s.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="a LanguageModelingArgs field (repeatable)")
+    ns = p.parse_args(argv)
+    if ns.command == "demo":
+        return "train", json.loads(json.dumps(DEMO))
+    spec = json.loads(Path(ns.spec).read_text()) if ns.spec else {}
+    for key in ("model_type", "model_name", "generator_name", "discriminator_name", "train_files", "eval_files",
+                "output_dir", "result_file"):
+        if getattr(ns, key) is not None:
+            spec[key] = getattr(ns, key)
+    spec.setdefault("args", {})
+    for item in ns.set:
+        if "=" not in item:
+            p.error(f"--set {item!r}: expected FIELD=VALUE")
+        key, value = item.split("=", 1)
+        spec["args"][key] = _value(value)
+    if not spec.get("model_type"):
+        p.error("--model-type (or model_type in --spec) is required")
+    if ns.command == "train" and not spec.get("train_files"):
+        p.error("--train (or train_files in --spec) is required")
+    if ns.command == "eval" and not spec.get("eval_files"):
+        p.error("--eval (or eval_files in --spec) is required")
+    return ns.command, spec
+
+
+def run(command: str, spec: dict) -> dict:
+    from lmcore import LanguageModelingModel, dist
+
+    args = dict(spec.get("args", {}))
+    if spec.get("output_dir"):
+        args["output_dir"] = spec["output_dir"]
+    model = LanguageModelingModel(spec["model_type"], spec.get("model_name"), args=args,
+                                  train_files=spec.get("train_files"), generator_name=spec.get("generator_name"),
+                                  discriminator_name=spec.get("discriminator_name"))
+    result: dict = {}
+    if command == "train":
+        step, details = model.train_model(spec["train_files"], eval_file=spec.get("eval_files"))
+        result["global_step"] = step
+        result["tokens_seen"] = details["tokens_seen"]
+    if spec.get("eval_files"):
+        result.update(model.eval_model(spec["eval_files"]))
+    if dist.is_main():
+        print(json.dumps(result), flush=True)
+        if spec.get("result_file"):
+            tmp = Path(spec["result_file"] + ".tmp")
+            tmp.write_text(json.dumps(result, indent=2))
+            os.replace(tmp, spec["result_file"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("transformers").setLevel(logging.WARNING)
+    command, spec = parse(sys.argv[1:] if argv is None else argv)
+    from lmcore import ArgsError, CorpusError, ModelNotFoundError, NonFiniteLossError
+
+    try:
+        result = run(command, spec)
+    except (ArgsError, CorpusError, ModelNotFoundError, NonFiniteLossError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    if "perplexity" in result:
+        logging.getLogger("lmcore").info("Perplexity: %.2f (eval loss %.4f)", result["perplexity"],
+                                         result["eval_loss"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

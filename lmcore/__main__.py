@@ -86,13 +86,23 @@ def parse(argv: list[str]) -> tuple[str, dict]:
 
 def run(command: str, spec: dict) -> dict:
     from lmcore import LanguageModelingModel, dist
+    from lmcore.tracking import tracker_from_environment
 
+    tracker = tracker_from_environment()  # rank 0 under MLFLOW_RUN_ID (set by the pipeline), else None
+    try:
+        return _run(command, spec, LanguageModelingModel, dist, tracker)
+    finally:
+        if tracker is not None:
+            tracker.close()
+
+
+def _run(command: str, spec: dict, LanguageModelingModel, dist, tracker) -> dict:
     args = dict(spec.get("args", {}))
     if spec.get("output_dir"):
         args["output_dir"] = spec["output_dir"]
     model = LanguageModelingModel(spec["model_type"], spec.get("model_name"), args=args,
                                   train_files=spec.get("train_files"), generator_name=spec.get("generator_name"),
-                                  discriminator_name=spec.get("discriminator_name"))
+                                  discriminator_name=spec.get("discriminator_name"), tracker=tracker)
     result: dict = {}
     if command == "train":
         step, details = model.train_model(spec["train_files"], eval_file=spec.get("eval_files"))

@@ -88,7 +88,7 @@ class LanguageModelingArgs:
     train_batch_size: int = 8
     """Examples per step per process (the effective batch is this × processes × accumulation steps)."""
     eval_batch_size: int = 8
-    """Examples per evaluation batch."""
+    """Examples per evaluation batch (evaluation needs no gradients, so this can be larger)."""
     gradient_accumulation_steps: int = 1
     """Micro-batches whose gradients are summed before one optimizer step."""
     learning_rate: float = 4e-5
@@ -100,7 +100,7 @@ class LanguageModelingArgs:
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases and LayerNorm weights)."""
     adam_epsilon: float = 1e-8
-    """AdamW epsilon."""
+    """Epsilon added to the denominator of AdamW's update, for numerical stability."""
     max_grad_norm: float = 1.0
     """Gradients are clipped to this global norm before each step."""
     manual_seed: int | None = None

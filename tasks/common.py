@@ -45,7 +45,7 @@ def content_cache(key_and_output: Callable[[dict], tuple[str, Path]], complete: 
         except Exception:  # bad input: let the task body run and raise its clear error
             return f"{context.task.name}-invalid-{uuid.uuid4().hex}"
         source = inspect.getsource(context.task.fn)
-        base = f"{context.task.name}-{digest(key, source)[:32]}"
+        base = f"{context.task.name}-{digest(key, str(output), source)[:32]}"
         if (output / complete).exists():
             return base
         return f"{base}-rebuild-{uuid.uuid4().hex}"  # never matches: the task body runs and rebuilds the output

@@ -108,6 +108,8 @@ class _Splitter:
             return
         self.seen.add(h)
         self.counts["documents"] += 1
+        if to_eval is None and self.threshold is None:  # a separate eval corpus: every corpus line trains
+            to_eval = False
         if to_eval is None:
             bucket = int.from_bytes(h[:8], "big")
             to_eval = bucket < self.threshold

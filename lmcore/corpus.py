@@ -121,10 +121,9 @@ def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None 
                 text = text[1:]
             first = False
             text = pending + text
+            held = ""  # a CR at the end of a chunk may be the first half of a CRLF
             if not final and text.endswith("\r"):
-                text, pending = text[:-1], "\r"
-            else:
-                pending = ""
+                text, held = text[:-1], "\r"
             text = text.replace("\r\n", "\n").replace("\r", "\n")
             parts = text.split("\n")
             tail = parts.pop()
@@ -137,7 +136,7 @@ def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None 
                 stats.lines += 1
             if final:
                 break
-            pending += tail
+            pending = tail + held
             while len(pending) > MAX_SEGMENT:
                 piece, pending = _cut(pending)
                 yield piece

@@ -18,8 +18,8 @@ from prefect.runtime import flow_run
 from flows.common import check_parameters, parent_run
 from lmcore.corpus import content_hash, resolve_files
 from tasks import tracking
-from tasks.common import logger, pipeline_home
-from tasks.corpus import prepare_corpus
+from tasks.common import cached_call, logger, pipeline_home
+from tasks.corpus import corpus_ready, prepare_corpus
 from tasks.evaluate import evaluate
 from tasks.models import CHALLENGER, CHAMPION, CORPUS_TAG, champion_folder, register_model
 from tasks.pretrain import pretrain as pretrain_task
@@ -44,7 +44,7 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_f
         tracking.log_params(run_id, {"model_type": model_type, "champion_version": old_version,
                                      "nproc_per_node": nproc_per_node, "eval_fraction": eval_fraction, "args": args,
                                      "corpus_hash": fingerprint})
-        prep = prepare_corpus(corpus=corpus_dir, eval_fraction=eval_fraction,
+        prep, _ = cached_call(prepare_corpus, False, corpus_ready, corpus=corpus_dir, eval_fraction=eval_fraction,
                               strict_utf8=bool(args.get("strict_utf8")), parent_run_id=run_id)
         old = evaluate(model_type, champion_dir, prep["eval_file"], label=f"champion v{old_version}",
                        parent_run_id=run_id, prefix="champion_")

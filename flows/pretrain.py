@@ -14,19 +14,13 @@ from prefect.runtime import flow_run
 
 from flows.common import ModelType, check_parameters, parent_run
 from tasks import tracking
-from tasks.common import logger, pipeline_home
-from tasks.corpus import prepare_corpus
+from tasks.common import cached_call, logger, pipeline_home
+from tasks.corpus import corpus_ready, prepare_corpus
 from tasks.electra import split_electra
 from tasks.evaluate import evaluate
 from tasks.models import register_model
 from tasks.pretrain import pretrain as pretrain_task
-from tasks.tokenizer import train_tokenizer
-
-
-def cached_call(task, refresh: bool, **kwargs):
-    """Run `task`; returns (result, whether Prefect served it from its cache)."""
-    state = task.with_options(refresh_cache=refresh or None)(**kwargs, return_state=True)
-    return state.result(), state.name == "Cached"
+from tasks.tokenizer import tokenizer_ready, train_tokenizer
 
 
 @flow(name="pretrain")
@@ -46,13 +40,13 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
         args = check_parameters(corpus, args, nproc_per_node, eval_corpus, model_name)
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name, "nproc_per_node":
                                      nproc_per_node, "eval_fraction": eval_fraction, "args": args})
-        prep, prep_cached = cached_call(prepare_corpus, refresh, corpus=corpus, eval_corpus=eval_corpus,
+        prep, prep_cached = cached_call(prepare_corpus, refresh, corpus_ready, corpus=corpus, eval_corpus=eval_corpus,
                                         eval_fraction=eval_fraction, strict_utf8=bool(args.get("strict_utf8")),
                                         parent_run_id=run_id)
         _log_corpus(run_id, prep)
         tokenizer_dir, tok_cached = None, None
         if from_scratch:
-            tokenizer_dir, tok_cached = cached_call(train_tokenizer, refresh, train_file=prep["train_file"],
+            tokenizer_dir, tok_cached = cached_call(train_tokenizer, refresh, tokenizer_ready, train_file=prep["train_file"],
                                                     corpus_key=prep["key"], model_type=model_type, args=args,
                                                     parent_run_id=run_id)
             tracking.client().log_artifacts(run_id, tokenizer_dir, "tokenizer")

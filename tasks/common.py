@@ -34,20 +34,28 @@ def digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def content_cache(key_and_output: Callable[[dict], tuple[str, Path]], complete: str) -> Callable:
-    """A Prefect `cache_key_fn`: the key is the content hash of a task's inputs plus the task's own source (so a
-    code change recomputes), and the cached output must still be there: a cache hit hands back a path, and a path
-    that no longer exists (or lacks its `complete` marker) would be worse than recomputing."""
+def content_cache(key_and_output: Callable[[dict], tuple[str, Path]]) -> Callable:
+    """A Prefect `cache_key_fn`: the content hash of a task's inputs, where its output goes, and the task's own
+    source (a code change recomputes). A cache hit hands back a path without looking at it: callers check that it
+    still exists with `cached_call`."""
 
     def cache_key(context, parameters: dict) -> str:
         try:
             key, output = key_and_output(parameters)
         except Exception:  # bad input: let the task body run and raise its clear error
             return f"{context.task.name}-invalid-{uuid.uuid4().hex}"
-        source = inspect.getsource(context.task.fn)
-        base = f"{context.task.name}-{digest(key, str(output), source)[:32]}"
-        if (output / complete).exists():
-            return base
-        return f"{base}-rebuild-{uuid.uuid4().hex}"  # never matches: the task body runs and rebuilds the output
+        return f"{context.task.name}-{digest(key, str(output), inspect.getsource(context.task.fn))[:32]}"
 
     return cache_key
+
+
+def cached_call(task, refresh: bool, still_there: Callable[[object], bool], **kwargs):
+    """Run `task`, from Prefect's cache unless `refresh`; returns (result, served from the cache). A cached result
+    whose output is gone (`still_there` says so) is recomputed rather than handed back."""
+    state = task.with_options(refresh_cache=refresh or None)(**kwargs, return_state=True)
+    result, cached = state.result(), state.name == "Cached"
+    if cached and not still_there(result):
+        logger().info("%s: the cached output is gone, computing it again", task.name)
+        state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
+        result, cached = state.result(), False
+    return result, cached

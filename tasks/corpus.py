@@ -55,7 +55,7 @@ def _key_and_output(parameters: dict) -> tuple[str, Path]:
     return key, pipeline_home() / "corpora" / key
 
 
-@task(name="prepare_corpus", cache_key_fn=content_cache(_key_and_output, "stats.json"), persist_result=True)
+@task(name="prepare_corpus", cache_key_fn=content_cache(_key_and_output), persist_result=True)
 def prepare_corpus(corpus, eval_corpus=None, eval_fraction: float = 0.05, strict_utf8: bool = False,
                    parent_run_id: str | None = None) -> dict:
     """Normalise, drop exact duplicate documents, split off the eval set; returns the folder and statistics
@@ -78,6 +78,10 @@ def prepare_corpus(corpus, eval_corpus=None, eval_fraction: float = 0.05, strict
         os.replace(tmp, out)
         tracking.log_params(run_id, {f"corpus.{k}": v for k, v in stats.items() if not isinstance(v, list)})
     return _result(out)
+
+
+def corpus_ready(result: dict) -> bool:
+    return (Path(result["dir"]) / "stats.json").exists() and Path(result["train_file"]).exists()
 
 
 def _result(out: Path) -> dict:

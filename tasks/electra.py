@@ -61,6 +61,6 @@ def split_electra(output_dir: str, register_as: str | None = None, parent_run_id
         for part, mv in (("generator", gen), ("discriminator", disc)):
             if mv is not None:
                 set_alias_if_first(mv.name, CHAMPION, mv.version)
-                out[part] = {"name": mv.name, "version": mv.version}
+                out[part] = {"name": mv.name, "version": str(mv.version)}
                 logger().info("split_electra: %s registered as %s version %s", part, mv.name, mv.version)
     return {"run_id": run_id, **out}

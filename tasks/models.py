@@ -87,7 +87,7 @@ def register_model(model_type: str, model_dir: str, register_as: str | None = No
         tracking.client().set_model_version_tag(register_as, mv.version, "model_type", model_type)
         if first_is_champion and set_alias_if_first(register_as, CHAMPION, mv.version):
             logger().info("%s version %s is the first: alias %r", register_as, mv.version, CHAMPION)
-        return {"run_id": run_id, "name": register_as, "version": mv.version}
+        return {"run_id": run_id, "name": register_as, "version": str(mv.version)}
 
 
 def champion_folder(name: str) -> tuple[str, str, str]:
@@ -111,7 +111,7 @@ def champion_folder(name: str) -> tuple[str, str, str]:
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
     model_type = mv.tags.get("model_type") or _model_type_of(folder)
-    return str(folder), model_type, mv.version
+    return str(folder), model_type, str(mv.version)
 
 
 def _model_type_of(folder: Path) -> str:

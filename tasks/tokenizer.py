@@ -29,7 +29,11 @@ def _key_and_output(parameters: dict) -> tuple[str, Path]:
     return key, pipeline_home() / "tokenizers" / key
 
 
-@task(name="train_tokenizer", cache_key_fn=content_cache(_key_and_output, "tokenizer_config.json"),
+def tokenizer_ready(folder: str) -> bool:
+    return (Path(folder) / "tokenizer_config.json").exists()
+
+
+@task(name="train_tokenizer", cache_key_fn=content_cache(_key_and_output),
       persist_result=True)
 def train_tokenizer(train_file: str, corpus_key: str, model_type: str, args: dict | None = None,
                     parent_run_id: str | None = None) -> str:

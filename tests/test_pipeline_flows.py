@@ -1,0 +1,129 @@
+"""The flows against a real (test) Prefect server and a real sqlite MLflow store: caching, the champion/challenger
+decision both ways, the nightly flow on an unchanged folder, and a failing run ending FAILED in MLflow."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from pipeline_support import QUIET_ENV, SAMPLE, TINY, child_runs, write_lines
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A Prefect test server, and the MLflow store and pipeline folder of this module, all in a temporary folder."""
+    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    tmp = tmp_path_factory.mktemp("flows")
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {**QUIET_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+                     "PIPELINE_HOME": str(tmp / "pipeline")}.items():
+            mp.setenv(k, v)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        with temporary_settings({PREFECT_HOME: tmp / "prefect", PREFECT_LOCAL_STORAGE_PATH: tmp / "results"}), \
+                prefect_test_harness(server_startup_timeout=60):
+            yield tmp
+
+
+def lines(n: int, start: int = 0) -> list[str]:
+    return (SAMPLE / "train.txt").read_text().splitlines()[start:start + n]
+
+
+def test_caching_skips_prep_and_tokenizer_until_the_corpus_changes(home):
+    from flows.pretrain import pretrain
+
+    corpus = write_lines(home / "cache-corpus" / "c.txt", lines(1500))
+    args = {**TINY, "max_steps": 2}
+    first = pretrain(corpus=str(corpus), args=args, experiment="caching")
+    assert first["cached"] == {"prepare_corpus": False, "train_tokenizer": False}
+    stamp = (home / "pipeline" / "corpora" / first["corpus"]["key"] / "train.txt").stat().st_mtime_ns
+
+    again = pretrain(corpus=str(corpus), args=args, experiment="caching")
+    assert again["cached"] == {"prepare_corpus": True, "train_tokenizer": True}
+    assert again["corpus"]["dir"] == first["corpus"]["dir"] and again["tokenizer_dir"] == first["tokenizer_dir"]
+    assert (home / "pipeline" / "corpora" / first["corpus"]["key"] / "train.txt").stat().st_mtime_ns == stamp
+
+    write_lines(corpus, lines(1500) + lines(50, start=3000))
+    changed = pretrain(corpus=str(corpus), args=args, experiment="caching")
+    assert changed["cached"] == {"prepare_corpus": False, "train_tokenizer": False}
+    assert changed["corpus"]["key"] != first["corpus"]["key"]
+
+    # A cached result whose folder was deleted is recomputed, never handed back.
+    shutil.rmtree(changed["corpus"]["dir"])
+    rebuilt = pretrain(corpus=str(corpus), args=args, experiment="caching")
+    assert rebuilt["cached"]["prepare_corpus"] is False and (home / rebuilt["corpus"]["train_file"]).exists()
+
+    forced = pretrain(corpus=str(corpus), args=args, experiment="caching", refresh=True)
+    assert forced["cached"] == {"prepare_corpus": False, "train_tokenizer": False}
+
+    from tasks import tracking
+
+    run = tracking.client().get_run(forced["mlflow_run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags["cache.prepare_corpus"] == "False"
+    assert run.data.params["corpus.duplicates_dropped"].isdigit() and "corpus.content_hash" in run.data.params
+
+
+def test_champion_moves_only_when_perplexity_improves_and_unchanged_folder_is_skipped(home):
+    from flows.finetune import finetune
+    from flows.pretrain import pretrain
+    from tasks import tracking
+
+    client = tracking.client()
+    base = pretrain(corpus=str(write_lines(home / "base.txt", lines(1500))), args=TINY, register_as="lm-test",
+                    experiment="champion")
+    assert base["registered"]["version"] == "1"
+    assert str(client.get_model_version_by_alias("lm-test", "champion").version) == "1"
+
+    incoming = home / "incoming"
+    write_lines(incoming / "day1.txt", lines(1500, start=1500))
+    better = finetune(corpus_dir=str(incoming), register_as="lm-test",
+                      args={"max_seq_length": 64, "max_steps": 40, "learning_rate": 1e-3, "save_steps": -1})
+    assert better["trained"] and better["promoted"]
+    assert better["challenger_perplexity"] < better["champion_perplexity"]
+    assert str(client.get_model_version_by_alias("lm-test", "champion").version) == better["version"] == "2"
+    run = client.get_run(better["mlflow_run_id"])
+    assert run.data.tags["decision"] == "promoted"
+    assert run.data.metrics["champion_perplexity"] == pytest.approx(better["champion_perplexity"])
+    assert run.data.metrics["challenger_perplexity"] == pytest.approx(better["challenger_perplexity"])
+
+    nothing = finetune(corpus_dir=str(incoming), register_as="lm-test")
+    assert nothing == {"mlflow_run_id": nothing["mlflow_run_id"], "trained": False,
+                       "reason": "nothing new in corpus_dir"}
+    assert len(client.search_model_versions("name='lm-test'")) == 2
+
+    # A far too high learning rate wrecks the model: it is registered as the challenger, champion stays.
+    worse = finetune(corpus_dir=str(incoming), register_as="lm-test", force=True,
+                     args={"max_seq_length": 64, "max_steps": 6, "learning_rate": 1.0, "warmup_steps": 1,
+                           "save_steps": -1})
+    assert worse["trained"] and not worse["promoted"]
+    assert worse["challenger_perplexity"] > worse["champion_perplexity"]
+    assert str(client.get_model_version_by_alias("lm-test", "champion").version) == "2"
+    assert str(client.get_model_version_by_alias("lm-test", "challenger").version) == worse["version"] == "3"
+    assert client.get_run(worse["mlflow_run_id"]).data.tags["decision"] == "kept champion"
+
+
+def test_failing_run_is_failed_in_mlflow_and_not_retried(home):
+    from prefect.client.orchestration import get_client
+
+    from flows.pretrain import pretrain
+    from tasks import tracking
+
+    state = pretrain(corpus=str(SAMPLE / "eval.txt"), args={**TINY, "config": {"no_such_field": 1}},
+                     experiment="failing", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="no_such_field"):
+        state.result()
+    client = tracking.client()
+    exp = client.get_experiment_by_name("failing")
+    (parent,) = client.search_runs([exp.experiment_id], "tags.stage = 'pretrain'")
+    assert parent.info.status == "FAILED" and "no_such_field" in parent.data.tags["error"]
+    children = child_runs(client, parent.info.run_id)
+    assert [r.info.status for r in children["pretrain"]] == ["FAILED"]  # bad settings: one attempt only
+    assert all(r.info.status == "FINISHED" for r in children["prepare_corpus"])
+
+    with get_client(sync_client=True) as prefect:
+        task_runs = prefect.read_task_runs()
+    pretrain_runs = [t for t in task_runs if t.flow_run_id == state.state_details.flow_run_id
+                     and t.name.startswith("pretrain")]
+    assert len(pretrain_runs) == 1 and pretrain_runs[0].run_count == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from . import dist
@@ -31,7 +32,8 @@ def evaluate(model, objective, features: Features, batch_size: int, pad_id: int,
              autocast) -> dict:
     was_training = model.training
     model.eval()
-    sums: dict[str, float] = {}
+    shapes = objective.eval_sum_shapes()
+    sums = {k: np.zeros(shape) for k, shape in shapes.items()}
     n = len(features)
     for b in range(dist.rank(), math.ceil(n / batch_size), dist.world()):
         batch = collate(features, range(b * batch_size, min((b + 1) * batch_size, n)), pad_id)
@@ -39,8 +41,20 @@ def evaluate(model, objective, features: Features, batch_size: int, pad_id: int,
         with autocast():
             out = objective.eval_sums(model, batch, batch_generator(seed, EVAL_SEED_SALT, b))
         for k, v in out.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-    keys = sorted(objective.eval_sum_keys())
-    totals = dict(zip(keys, dist.sum_([sums.get(k, 0.0) for k in keys], device)))
+            sums[k] = sums[k] + np.asarray(v, dtype=np.float64)
+    totals = _sum_over_ranks(shapes, sums, device)
     model.train(was_training)
     return objective.eval_metrics(totals)
+
+
+
+def _sum_over_ranks(shapes: dict, sums: dict, device) -> dict:
+    """Add every rank's sums (scalars, or arrays such as histograms) in one collective call."""
+    flat = np.concatenate([np.ravel(sums[k]) for k in shapes]) if shapes else np.zeros(0)
+    total = np.asarray(dist.sum_(flat.tolist(), device))
+    out, at = {}, 0
+    for k, shape in shapes.items():
+        size = int(np.prod(shape))
+        out[k] = float(total[at]) if shape == () else total[at:at + size].reshape(shape)
+        at += size
+    return out

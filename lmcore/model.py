@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import transformers as hf
 
-from . import checkpoint, dist
+from . import checkpoint, dist, electra
 from .args import ArgsError, LanguageModelingArgs
 from .corpus import resolve_files
 from .data import load_features
@@ -50,9 +50,7 @@ class LanguageModelingModel:
         dist.init(use_cuda)
         _seed_everything(self.args.seed)
         if model_type == "electra":
-            from .electra import init_electra
-
-            init_electra(self, model_name, train_files, generator_name, discriminator_name)
+            electra.init_electra(self, model_name, train_files, generator_name, discriminator_name)
         elif model_name is None:
             self._init_from_scratch(train_files)
         else:
@@ -133,10 +131,13 @@ class LanguageModelingModel:
         if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
             self.model.resize_token_embeddings(len(self.tokenizer))
         self.config = self.model.config
-        if checkpoint.is_checkpoint(model_name):
-            self._resume_state = checkpoint.load_state(model_name)
-            log.info("%s is a checkpoint: train_model continues from step %d", model_name,
-                     self._resume_state["step"])
+        self._maybe_resume_from(model_name)
+
+    def _maybe_resume_from(self, folder: str) -> None:
+        """A checkpoint passed as model_name: train_model continues from it (the Simple Transformers way)."""
+        if checkpoint.is_checkpoint(folder):
+            self._resume_state = checkpoint.load_state(folder)
+            log.info("%s is a checkpoint: train_model continues from step %d", folder, self._resume_state["step"])
 
     def _requested_block(self) -> int:
         return self.args.block_size if self.args.block_size > 0 else self.args.max_seq_length
@@ -217,6 +218,8 @@ class LanguageModelingModel:
 
     def _load_weights(self, folder: Path) -> None:
         """Replace the model's weights with those saved in `folder` (a checkpoint of this same model)."""
+        if self.model_type == "electra":
+            return electra.load_pair_weights(self.model, folder)
         fresh = type(self.model).from_pretrained(str(folder))
         self.model.load_state_dict(fresh.state_dict())
 
@@ -236,6 +239,9 @@ class LanguageModelingModel:
         return features
 
     def _objective(self):
+        if self.model_type == "electra":
+            return electra.ElectraObjective(self.tokenizer, self.args.mlm_probability,
+                                            self.args.discriminator_loss_weight)
         return LanguageModelObjective(causal=not self.args.mlm, tokenizer=self.tokenizer,
                                       mlm_probability=self.args.mlm_probability)
 
@@ -278,9 +284,29 @@ class LanguageModelingModel:
     def _save_to(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(folder))
+        if self.model_type == "electra":
+            electra.save_split(self.model, self.tokenizer, folder)
+        else:
+            self.model.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
         self.args.save(str(folder))
+
+    def save_generator(self, output_dir: str | None = None) -> str:
+        """ELECTRA: write the generator as a standalone model to `output_dir/generator_model/`."""
+        return self._save_one(electra.GENERATOR_DIR, output_dir)
+
+    def save_discriminator(self, output_dir: str | None = None) -> str:
+        """ELECTRA: write the discriminator as a standalone model to `output_dir/discriminator_model/` (the one
+        to fine-tune for downstream tasks)."""
+        return self._save_one(electra.DISCRIMINATOR_DIR, output_dir)
+
+    def _save_one(self, which: str, output_dir: str | None) -> str:
+        if self.model_type != "electra":
+            raise ArgsError(f"save_{which.split('_')[0]}() is for ELECTRA models; this is {self.model_type!r}")
+        out = Path(output_dir or self.args.output_dir)
+        if dist.is_main():
+            _write_into(out, lambda tmp: electra.save_split(self.model, self.tokenizer, tmp, which=(which,)))
+        return str(out / which)
 
     def _after_final_save(self, out: Path) -> None:
         """Hook for objectives that write more at the end of training (ELECTRA's split models)."""

@@ -90,8 +90,9 @@ class LanguageModelObjective:
         loss_sum, count = self._loss_sum(model, batch, generator)
         return loss_sum / count.clamp(min=1), {}
 
-    def eval_sum_keys(self) -> list[str]:
-        return ["loss_sum", "tokens"]
+    def eval_sum_shapes(self) -> dict:
+        """The sums `eval_sums` returns and their shapes (() for scalars)."""
+        return {"loss_sum": (), "tokens": ()}
 
     def eval_sums(self, model, batch: dict, generator: torch.Generator) -> dict:
         loss_sum, count = self._loss_sum(model, batch, generator)

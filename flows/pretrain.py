@@ -39,7 +39,8 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
     with parent_run(experiment, {"model_type": model_type, "stage": "pretrain"}) as run_id:
         args = check_parameters(corpus, args, nproc_per_node, eval_corpus, model_name)
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name, "nproc_per_node":
-                                     nproc_per_node, "eval_fraction": eval_fraction, "args": args})
+                                     nproc_per_node, "eval_fraction": eval_fraction, "register_as": register_as,
+                                     "args": args})
         prep, prep_cached = cached_call(prepare_corpus, refresh, corpus_ready, corpus=corpus, eval_corpus=eval_corpus,
                                         eval_fraction=eval_fraction, strict_utf8=bool(args.get("strict_utf8")),
                                         parent_run_id=run_id)

@@ -50,7 +50,9 @@ def experiment_id(name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return c.create_experiment(name, artifact_location=(artifact_root() / name).as_uri())
+        # The kind tag makes the MLflow UI open the experiment on its training-runs table, not the GenAI overview.
+        return c.create_experiment(name, artifact_location=(artifact_root() / name).as_uri(),
+                                   tags={"mlflow.experimentKind": "custom_model_development"})
     except Exception:  # created meanwhile by a concurrent flow run
         return c.get_experiment_by_name(name).experiment_id
 

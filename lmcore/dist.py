@@ -16,8 +16,14 @@ def launched_by_torchrun() -> bool:
 def init(use_cuda: bool) -> None:
     """Join the torchrun process group once (the engine does this itself; user scripts need not)."""
     if launched_by_torchrun() and not dist.is_initialized():
-        backend = "nccl" if use_cuda and torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
+        gpu = use_cuda and torch.cuda.is_available()
+        if gpu:
+            torch.cuda.set_device(local_rank())
+        else:
+            # torchrun gives every rank one thread; share this machine's cores out instead.
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        dist.init_process_group(backend="nccl" if gpu else "gloo", timeout=datetime.timedelta(minutes=30))
 
 
 def active() -> bool:

@@ -51,7 +51,7 @@ def _as_tuple(x):
 def save(folder: Path, write_model: Callable[[Path], None], state: dict) -> Path:
     """Write a complete checkpoint at `folder` atomically: `write_model(tmp)` then the training state."""
     folder = Path(folder)
-    for stale in folder.parent.glob(folder.name + ".tmp-*"):
+    for stale in [*folder.parent.glob("checkpoint-*.tmp-*"), *folder.parent.glob("checkpoint-*.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
     tmp.mkdir(parents=True)

@@ -64,3 +64,23 @@ def parent_run(experiment: str, tags: dict | None = None):
     run_id = tracking.start_run(experiment, flow_run.name or experiment, tags=tags)
     with tracking.tracked(run_id):
         yield run_id
+
+
+@contextlib.contextmanager
+def use_running_server_or_temporary():
+    """For the command lines (and `mlflow run`): use the Prefect server scripts/up started when it answers,
+    otherwise a temporary one for this process, instead of failing on a refused connection."""
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = PREFECT_API_URL.value()
+    if url:
+        try:
+            urllib.request.urlopen(url.rstrip("/") + "/health", timeout=2)
+            yield
+            return
+        except OSError:
+            print(f"No Prefect server at {url} (scripts/up starts one): using a temporary server", flush=True)
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        yield

@@ -15,7 +15,7 @@ import json
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.common import check_parameters, parent_run
+from flows.common import check_parameters, parent_run, use_running_server_or_temporary
 from lmcore.corpus import content_hash, resolve_files
 from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
@@ -52,8 +52,10 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_f
                                 output_dir=str(pipeline_home() / "models" / str(flow_run.id or run_id)),
                                 args=args, model_name=champion_dir, nproc_per_node=nproc_per_node,
                                 parent_run_id=run_id)
-        new = evaluate(model_type, trained["output_dir"], prep["eval_file"], result=trained["result"],
-                       label="challenger", parent_run_id=run_id, prefix="challenger_")
+        # Evaluated the same way as the champion (a fresh engine process), not with the figures from the end of
+        # training: the two paths can differ in the last digits, and the decision compares the two numbers.
+        new = evaluate(model_type, trained["output_dir"], prep["eval_file"], label="challenger",
+                       parent_run_id=run_id, prefix="challenger_")
         tracking.log_metrics(run_id, {"perplexity": new["perplexity"]})
         registered = register_model(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
                                     tags={"corpus_hash": fingerprint, "fine_tuned_from": old_version},
@@ -100,9 +102,11 @@ def main(argv=None) -> None:
     p.add_argument("--experiment", default="finetune")
     p.add_argument("--force", action="store_true")
     ns = p.parse_args(argv)
-    print(json.dumps(finetune(corpus_dir=ns.corpus_dir, register_as=ns.register_as, args=ns.args,
-                              eval_fraction=ns.eval_fraction, nproc_per_node=ns.nproc_per_node,
-                              experiment=ns.experiment, force=ns.force), default=str))
+    with use_running_server_or_temporary():
+        out = finetune(corpus_dir=ns.corpus_dir, register_as=ns.register_as, args=ns.args,
+                       eval_fraction=ns.eval_fraction, nproc_per_node=ns.nproc_per_node, experiment=ns.experiment,
+                       force=ns.force)
+    print(json.dumps(out, default=str))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,10 @@ import argparse
 import json
 
 from prefect import flow
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 
-from flows.common import ModelType, check_parameters, parent_run
+from flows.common import ModelType, check_parameters, parent_run, use_running_server_or_temporary
+from lmcore import ArgsError
 from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
 from tasks.corpus import corpus_ready, prepare_corpus
@@ -34,10 +35,13 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
     args: LanguageModelingArgs fields. register_as: registered model name (ELECTRA registers
     <register_as>-generator and <register_as>-discriminator). refresh: redo corpus preparation and tokenizer
     training even when cached."""
-    args = dict(args or {})
+    args, register_as = dict(args or {}), register_as or None
     from_scratch = not (model_name or generator_name or discriminator_name)
     with parent_run(experiment, {"model_type": model_type, "stage": "pretrain"}) as run_id:
         args = check_parameters(corpus, args, nproc_per_node, eval_corpus, model_name)
+        if deployment.name == "fine-tune" and from_scratch:
+            raise ArgsError("model_name: the fine-tune deployment continues from a saved model; pass "
+                            "--param model_name='\"<folder>\"' (or use pretrain/from-scratch)")
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name, "nproc_per_node":
                                      nproc_per_node, "eval_fraction": eval_fraction, "register_as": register_as,
                                      "args": args})
@@ -91,9 +95,11 @@ def main(argv=None) -> None:
     p.add_argument("--register-as")
     p.add_argument("--refresh", action="store_true")
     ns = p.parse_args(argv)
-    out = pretrain(corpus=ns.corpus, model_type=ns.model_type, model_name=ns.model_name, args=ns.args,
-                   eval_corpus=ns.eval_corpus, eval_fraction=ns.eval_fraction, nproc_per_node=ns.nproc_per_node,
-                   experiment=ns.experiment, register_as=ns.register_as, refresh=ns.refresh)
+    with use_running_server_or_temporary():
+        out = pretrain(corpus=ns.corpus, model_type=ns.model_type, model_name=ns.model_name, args=ns.args,
+                       eval_corpus=ns.eval_corpus, eval_fraction=ns.eval_fraction,
+                       nproc_per_node=ns.nproc_per_node, experiment=ns.experiment, register_as=ns.register_as,
+                       refresh=ns.refresh)
     print(json.dumps(out["metrics"]))
 
 

@@ -59,3 +59,26 @@ def evaluate(model_type: str, model_dir: str, eval_file: str, result: dict | Non
             table=[{"metric": k, "value": round(v, 6)} for k, v in metrics.items()],
             description=f"Evaluation of {label} ({model_dir}) on {eval_file}")
     return metrics
+
+
+def main(argv=None) -> None:
+    """`python -m tasks.evaluate`: evaluate a saved model; under `mlflow run` the metrics go to its run."""
+    import argparse
+    import os
+
+    p = argparse.ArgumentParser(prog="python -m tasks.evaluate", description=main.__doc__)
+    p.add_argument("--model-type", default="bert")
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--eval-file", required=True)
+    ns = p.parse_args(argv)
+    result = engine_eval(ns.model_type, ns.model_dir, ns.eval_file)
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        tracking.log_params(run_id, {"model_type": ns.model_type, "model_dir": ns.model_dir,
+                                     "eval_file": ns.eval_file})
+        tracking.log_metrics(run_id, result)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

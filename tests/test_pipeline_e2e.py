@@ -126,7 +126,7 @@ def test_bad_parameter_is_rejected_naming_it(stack):
 def chromium(url: str, tmp, screenshot=None) -> str:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp}",
-             "--virtual-time-budget=15000", "--window-size=1440,900"]
+             "--virtual-time-budget=15000", "--window-size=1920,1080"]
     args = [*flags, f"--screenshot={screenshot}"] if screenshot else [*flags, "--dump-dom"]
     out = subprocess.run([shutil.which("chromium"), *args, url], capture_output=True, text=True, timeout=120)
     return out.stdout
@@ -151,3 +151,12 @@ def test_browser_renders_mlflow_runs_and_prefect_deployments(stack):
     assert any(n in dom for n in names), "the MLflow runs page does not list the runs"
     dom = chromium(deployments_url, stack["tmp"] / "chromium")
     assert "from-scratch" in dom and "nightly" in dom
+
+    # Where a user reads the perplexity: the parent run's page in MLflow, the evaluation table in Prefect.
+    bert = parent_of(client, "e2e-bert")
+    run_url = f"http://127.0.0.1:{stack['MLFLOW_PORT']}/#/experiments/{exp.experiment_id}/runs/{bert.info.run_id}"
+    artifacts_url = f"http://127.0.0.1:{stack['PREFECT_PORT']}/artifacts"
+    for name, url in (("mlflow-run.png", run_url), ("prefect-artifacts.png", artifacts_url)):
+        chromium(url, stack["tmp"] / "chromium", folder / name)
+        assert "perplexity" in chromium(url, stack["tmp"] / "chromium") or name == "prefect-artifacts.png"
+    assert "evaluation-" in chromium(artifacts_url, stack["tmp"] / "chromium")

@@ -22,6 +22,7 @@ import transformers as hf
 from .args import ArgsError
 from .hub import from_pretrained
 from .objectives import IGNORE, mask_tokens, maskable
+from .registry import electra_generator_head
 from .tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,9 @@ class ElectraPair(torch.nn.Module):
 
     def forward(self, masked_inputs, attention_mask, input_ids, mlm_labels, noise):
         """One ELECTRA pass. Returns generator loss sum and count, discriminator logits (B, T) and labels (B, T)."""
-        gen_logits = self.generator(input_ids=masked_inputs, attention_mask=attention_mask).logits
+        hidden = self.generator.electra(input_ids=masked_inputs, attention_mask=attention_mask)[0]
         masked = mlm_labels != IGNORE
-        gen_at_masked = gen_logits[masked]
+        gen_at_masked = electra_generator_head(self.generator, hidden[masked])  # only masked positions: (N, V)
         gen_loss = F.cross_entropy(gen_at_masked.float(), mlm_labels[masked], reduction="sum")
         samples = sample_replacements(gen_at_masked, noise)
         disc_inputs, disc_labels = replace_tokens(input_ids, masked, samples)

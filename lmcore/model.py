@@ -21,7 +21,7 @@ from .corpus import resolve_files
 from .data import load_features
 from .evaluate import evaluate
 from .hub import from_pretrained
-from .objectives import LanguageModelObjective
+from .objectives import LanguageModelForTraining, LanguageModelObjective
 from .registry import MODEL_TYPES, ModelType, get_model_type
 from .tokenizer import load_tokenizer, padding_id, train_tokenizer
 from .tracking import NullTracker
@@ -186,7 +186,7 @@ class LanguageModelingModel:
                                      "train_examples": len(features), "train_tokens": features.num_tokens})
         objective = self._objective()
         setup = TrainSetup(
-            model=self.model, objective=objective, features=features, args=self.args, device=self.device,
+            model=self._training_module(), objective=objective, features=features, args=self.args, device=self.device,
             pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to, tracker=self.tracker,
             autocast=self._autocast, resume=resume, group_by_length=self.args.dataset_type == "line_by_line",
             evaluate=(lambda: self._evaluate_features(eval_features)) if eval_features is not None else None)
@@ -238,6 +238,12 @@ class LanguageModelingModel:
             features = load_features(files, build=False, **common)
         return features
 
+    def _training_module(self) -> torch.nn.Module:
+        """The module training and evaluation call: the ELECTRA pair, or the LM wrapped to return its loss."""
+        if self.model_type == "electra":
+            return self.model
+        return LanguageModelForTraining(self.model, causal=not self.args.mlm, masked_head=self.spec.masked_head)
+
     def _objective(self):
         if self.model_type == "electra":
             return electra.ElectraObjective(self.tokenizer, self.args.mlm_probability,
@@ -277,7 +283,7 @@ class LanguageModelingModel:
         return result
 
     def _evaluate_features(self, features) -> dict:
-        return evaluate(self.model, self._objective(), features, self.args.eval_batch_size,
+        return evaluate(self._training_module(), self._objective(), features, self.args.eval_batch_size,
                         padding_id(self.tokenizer), self.device, self.args.seed, self._autocast)
 
     # ---- saving -----------------------------------------------------------------------------------------------

@@ -58,8 +58,28 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> 
     return loss, (labels != IGNORE).sum()
 
 
+class LanguageModelForTraining(torch.nn.Module):
+    """A Hugging Face LM whose forward returns (summed loss, scored tokens): the one module that training and
+    evaluation call (and that DistributedDataParallel wraps). With a `masked_head`, MLM projects only the masked
+    positions onto the vocabulary: the output layer is a large share of a small model's FLOPs and ~85% of its
+    positions carry no label."""
+
+    def __init__(self, model, causal: bool, masked_head=None):
+        super().__init__()
+        self.model, self.causal, self.masked_head = model, causal, masked_head
+
+    def forward(self, input_ids, attention_mask, labels):
+        if self.causal or self.masked_head is None:
+            logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+            return token_loss_sum(logits, labels, self.causal)
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
+        scored = labels != IGNORE
+        logits = self.masked_head(self.model, hidden[scored])
+        return token_loss_sum(logits, labels[scored], causal=False)
+
+
 class LanguageModelObjective:
-    """MLM (`causal=False`) or CLM (`causal=True`) on one model with an LM head.
+    """MLM (`causal=False`) or CLM (`causal=True`) on a LanguageModelForTraining.
 
     `train_loss` returns the mean loss over scored tokens (what is back-propagated); `eval_sums` returns sums that
     add up over batches and processes; `eval_metrics` turns the totals into eval_loss and perplexity.
@@ -83,8 +103,7 @@ class LanguageModelObjective:
 
     def _loss_sum(self, model, batch: dict, generator: torch.Generator):
         inputs, labels = self.inputs_and_labels(batch, generator)
-        logits = model(input_ids=inputs, attention_mask=batch["attention_mask"]).logits
-        return token_loss_sum(logits, labels, self.causal)
+        return model(input_ids=inputs, attention_mask=batch["attention_mask"], labels=labels)
 
     def train_loss(self, model, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
         loss_sum, count = self._loss_sum(model, batch, generator)

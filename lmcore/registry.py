@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import transformers as hf
 
@@ -19,6 +20,9 @@ class ModelType:
     """Fast tokenizer class; trained from scratch with the same normalizer and pre-tokenizer it loads with."""
     tokenizer_kind: str
     """What a from-scratch tokenizer is: wordpiece, byte-level-bpe, unigram, bpe."""
+    masked_head: Callable | None = None
+    """(model, hidden (N, H)) -> logits (N, V): the MLM head alone, so training scores only the masked positions
+    (about 15% of them) instead of projecting every position onto the whole vocabulary."""
     positions_field: str = "max_position_embeddings"
     position_offset: int = 0
     """Positions the model reserves beyond its tokens (RoBERTa-style models start positions at padding_idx + 1)."""
@@ -35,23 +39,42 @@ class ModelType:
         return cls
 
 
+def _bert_head(model, hidden):
+    return model.cls(hidden)
+
+
+def _roberta_head(model, hidden):  # RoBERTa, CamemBERT, Longformer
+    return model.lm_head(hidden)
+
+
+def _distilbert_head(model, hidden):
+    hidden = model.vocab_layer_norm(model.activation(model.vocab_transform(hidden)))
+    return model.vocab_projector(hidden)
+
+
+def electra_generator_head(model, hidden):
+    return model.generator_lm_head(model.generator_predictions(hidden))
+
+
 MODEL_TYPES: dict[str, ModelType] = {
     t.name: t
     for t in (
-        ModelType("bert", hf.BertConfig, hf.BertForMaskedLM, None, hf.BertTokenizerFast, "wordpiece"),
+        ModelType("bert", hf.BertConfig, hf.BertForMaskedLM, None, hf.BertTokenizerFast, "wordpiece",
+                  masked_head=_bert_head),
         ModelType("distilbert", hf.DistilBertConfig, hf.DistilBertForMaskedLM, None, hf.DistilBertTokenizerFast,
-                  "wordpiece"),
+                  "wordpiece", masked_head=_distilbert_head),
         ModelType("camembert", hf.CamembertConfig, hf.CamembertForMaskedLM, None, hf.CamembertTokenizerFast,
-                  "unigram", position_offset=2),
+                  "unigram", masked_head=_roberta_head, position_offset=2),
         ModelType("roberta", hf.RobertaConfig, hf.RobertaForMaskedLM, None, hf.RobertaTokenizerFast,
-                  "byte-level-bpe", position_offset=2),
+                  "byte-level-bpe", masked_head=_roberta_head, position_offset=2),
         ModelType("longformer", hf.LongformerConfig, hf.LongformerForMaskedLM, None, hf.LongformerTokenizerFast,
-                  "byte-level-bpe", position_offset=2),
+                  "byte-level-bpe", masked_head=_roberta_head, position_offset=2),
         ModelType("gpt2", hf.GPT2Config, None, hf.GPT2LMHeadModel, hf.GPT2TokenizerFast, "byte-level-bpe",
                   positions_field="n_positions"),
         ModelType("openai-gpt", hf.OpenAIGPTConfig, None, hf.OpenAIGPTLMHeadModel, hf.OpenAIGPTTokenizerFast, "bpe",
                   positions_field="n_positions"),
-        ModelType("electra", hf.ElectraConfig, hf.ElectraForMaskedLM, None, hf.ElectraTokenizerFast, "wordpiece"),
+        ModelType("electra", hf.ElectraConfig, hf.ElectraForMaskedLM, None, hf.ElectraTokenizerFast, "wordpiece",
+                  masked_head=electra_generator_head),
     )
 }
 

@@ -39,3 +39,28 @@ def test_from_scratch_trains_evaluates_and_reloads(model_type, corpus, tmp_path)
         expected = model.model(**ids).logits
         got = reloaded(**ids).logits
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "camembert", "longformer", "electra"])
+def test_masked_only_head_gives_the_full_models_loss(model_type):
+    """Training projects only masked positions onto the vocabulary; the loss must equal the full model's."""
+    import transformers as hf
+
+    from lmcore.objectives import LanguageModelForTraining, token_loss_sum
+    from lmcore.registry import get_model_type
+
+    spec = get_model_type(model_type)
+    sizes = TINY.get(model_type, {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                  "intermediate_size": 64, "embedding_size": 16})
+    torch.manual_seed(0)
+    model = spec.mlm_cls(spec.config_cls(vocab_size=120, **sizes)).eval()
+    ids = torch.randint(5, 120, (3, 32))
+    attn = torch.ones_like(ids)
+    attn[2, 20:] = 0
+    labels = torch.where(torch.rand(ids.shape) < 0.2, ids, torch.full_like(ids, -100))
+    labels[2, 20:] = -100
+    with torch.no_grad():
+        fast_sum, fast_n = LanguageModelForTraining(model, False, spec.masked_head)(ids, attn, labels)
+        full_sum, full_n = token_loss_sum(model(input_ids=ids, attention_mask=attn).logits, labels, causal=False)
+    assert int(fast_n) == int(full_n) > 0
+    torch.testing.assert_close(fast_sum, full_sum, rtol=1e-5, atol=1e-4)

@@ -129,7 +129,7 @@ def test_mlflow_tracker_batches_every_step(env):
     from tasks import tracking
 
     run_id = tracking.start_run("t", "engine")
-    tracker = MLflowTracker(run_id)
+    tracker = MLflowTracker(run_id, tracking.tracking_uri())
     tracker.log_params({"model_type": "bert", "block_size": 64})
     for step in range(1, 1201):
         tracker.log_metrics({"train_loss": 10.0 / step, "learning_rate": 1e-3, "tokens_per_second": 500.0}, step)

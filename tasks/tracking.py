@@ -33,7 +33,8 @@ def client():
     os.environ.setdefault("DO_NOT_TRACK", "true")
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri())
+    # The registry URI too: left out, MlflowClient takes MLflow's process-wide one, which may name another store.
+    return MlflowClient(tracking_uri=tracking_uri(), registry_uri=tracking_uri())
 
 
 def use_store() -> None:

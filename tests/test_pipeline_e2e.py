@@ -57,7 +57,8 @@ def run_deployment(stack, params: dict, label: str) -> str:
 def mlflow_client(stack):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=stack["env"]["MLFLOW_TRACKING_URI"])
+    uri = stack["env"]["MLFLOW_TRACKING_URI"]
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def parent_of(client, register_as: str):

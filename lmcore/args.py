@@ -106,8 +106,8 @@ class LanguageModelingArgs:
     manual_seed: int | None = None
     """Seed of every random choice (initialisation, data order, masks). None: 42, so runs repeat by default."""
     mixed_precision: str = "auto"
-    """"auto": bf16 autocast where the hardware runs it natively (CUDA with bf16, fp16 on older CUDA), full fp32
-    elsewhere; "bf16" / "fp16": force that autocast; "no": full fp32."""
+    """"auto": bf16 autocast where the hardware runs it natively (CUDA with bf16, else fp16 with loss scaling;
+    CPUs with AVX512-BF16 or AMX), full fp32 elsewhere; "bf16" / "fp16": force that autocast; "no": full fp32."""
 
     # ---- saving, evaluating, logging --------------------------------------------------------------------------
     output_dir: str = "outputs/"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import transformers as hf
 
-from . import checkpoint, dist, electra
+from . import checkpoint, dist, electra, hardware
 from .args import ArgsError, LanguageModelingArgs
 from .corpus import resolve_files
 from .data import load_features
@@ -57,6 +57,7 @@ class LanguageModelingModel:
             self._init_pretrained(model_name)
         # Models start identical on every rank (seeded above); dropout then differs per rank.
         _seed_everything(self.args.seed + dist.rank())
+        hardware.choose_attention(self.model, self.device)
         self.model.to(self.device)
 
     # ---- construction -----------------------------------------------------------------------------------------
@@ -188,7 +189,8 @@ class LanguageModelingModel:
         setup = TrainSetup(
             model=self._training_module(), objective=objective, features=features, args=self.args, device=self.device,
             pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to, tracker=self.tracker,
-            autocast=self._autocast, resume=resume, group_by_length=self.args.dataset_type == "line_by_line",
+            autocast=self._autocast, grad_scaler=hardware.needs_grad_scaler(self.device, self.args.mixed_precision),
+            resume=resume, group_by_length=self.args.dataset_type == "line_by_line",
             evaluate=(lambda: self._evaluate_features(eval_features)) if eval_features is not None else None)
         state = fit(setup)
         self._resume_state = None
@@ -252,16 +254,7 @@ class LanguageModelingModel:
                                       mlm_probability=self.args.mlm_probability)
 
     def _autocast(self):
-        mode = self.args.mixed_precision
-        if mode == "no":
-            return contextlib.nullcontext()
-        if self.device.type == "cuda":
-            if mode == "auto":
-                mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-            return torch.autocast("cuda", dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
-        if mode in ("bf16", "fp16"):
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return hardware.autocast(self.device, self.args.mixed_precision)
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def eval_model(self, eval_file, output_dir: str | None = None, verbose: bool = True, silent: bool = False,

@@ -48,6 +48,8 @@ class TrainSetup:
     resume: dict | None = None
     """A loaded checkpoint state to continue from."""
     group_by_length: bool = False
+    grad_scaler: bool = False
+    """Scale the loss (CUDA fp16 autocast): fp16 gradients underflow otherwise."""
 
 
 @dataclass
@@ -76,7 +78,10 @@ def make_optimizer(model: torch.nn.Module, args: LanguageModelingArgs) -> torch.
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
+    try:  # the fused kernel is a few % faster per step, on the CPU too
+        return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
 
 
 def plan(features: Features, args: LanguageModelingArgs) -> tuple[int, int]:
@@ -94,6 +99,7 @@ def fit(run: TrainSetup) -> State:
     micro_per_epoch, total = plan(run.features, args)
     warmup = args.warmup_steps if args.warmup_steps > 0 else math.ceil(total * args.warmup_ratio)
     optimizer = make_optimizer(model, args)
+    scaler = torch.amp.GradScaler(device.type) if run.grad_scaler else None
     state = State()
     if run.resume is not None:
         state = _restore(run.resume, optimizer)
@@ -120,19 +126,28 @@ def fit(run: TrainSetup) -> State:
             sync = k == len(group_batches) - 1 or dist.world() == 1
             with (contextlib.nullcontext() if sync else ddp_model.no_sync()), run.autocast():
                 loss, parts = run.objective.train_loss(ddp_model, batch, gen)
-            (loss / len(group_batches)).backward()
+            scaled = loss / len(group_batches)
+            (scaler.scale(scaled) if scaler else scaled).backward()
             step_loss += loss.item() / len(group_batches)
             step_tokens += int(batch["attention_mask"].sum())
             for name, v in parts.items():
                 extra[name] = extra.get(name, 0.0) + float(v) / len(group_batches)
+        if scaler:
+            scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        if dist.any_(not (math.isfinite(step_loss) and math.isfinite(float(grad_norm))), device):
+        # With loss scaling an infinite gradient only means "lower the scale" (the scaler skips that step).
+        bad_grad = not math.isfinite(float(grad_norm)) and scaler is None
+        if dist.any_(not math.isfinite(step_loss) or bad_grad, device):
             optimizer.zero_grad(set_to_none=True)
             raise NonFiniteLossError(
                 f"step {state.step + 1}: the training loss is {step_loss} (gradient norm {float(grad_norm)}) on at "
                 f"least one process; stopped before the optimizer step, so the last checkpoint is intact. Try a "
                 f"lower learning_rate (now {args.learning_rate}), mixed_precision='no', or check the corpus.")
-        optimizer.step()
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         state.position += len(group_batches)

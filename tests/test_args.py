@@ -115,3 +115,16 @@ def test_args_round_trip_through_model_args_json(tmp_path):
     args.save(str(tmp_path))
     loaded = LanguageModelingArgs.load(str(tmp_path))
     assert loaded == args
+
+
+@pytest.mark.parametrize("native, mode, expected", [(True, "auto", "bfloat16"), (False, "auto", None),
+                                                    (False, "bf16", "bfloat16"), (True, "no", None)])
+def test_mixed_precision_follows_the_hardware_on_cpu(monkeypatch, native, mode, expected):
+    import torch
+
+    from lmcore import hardware
+
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
+    dtype = hardware.autocast_dtype(torch.device("cpu"), mode)
+    assert (None if dtype is None else str(dtype).split(".")[1]) == expected
+    assert not hardware.needs_grad_scaler(torch.device("cpu"), mode)

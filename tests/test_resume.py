@@ -34,16 +34,19 @@ def weights(model) -> dict:
     return {k: v.detach().clone() for k, v in model.model.state_dict().items()}
 
 
-@pytest.mark.parametrize("model_type", ["bert", "gpt2", "electra"])
-def test_stop_and_resume_replays_exactly(model_type, tmp_path, small_corpus):
-    straight = LanguageModelingModel(model_type, None, args=settings(model_type, tmp_path / "a"),
+@pytest.mark.parametrize("model_type, precision", [("bert", "no"), ("bert", "bf16"), ("gpt2", "no"),
+                                                   ("electra", "auto")])
+def test_stop_and_resume_replays_exactly(model_type, precision, tmp_path, small_corpus):
+    straight = LanguageModelingModel(model_type, None, args=settings(model_type, tmp_path / "a",
+                                                                     mixed_precision=precision),
                                      train_files=small_corpus)
     _, full = straight.train_model(small_corpus)
     assert full["global_step"] == 2 * N
 
     # The checkpoint written at step N is what a run stopped at N leaves behind; continue from it in a new model.
     ckpt = Path(straight.args.output_dir) / f"checkpoint-{N}"
-    resumed = LanguageModelingModel(model_type, str(ckpt), args=settings(model_type, tmp_path / "b"))
+    resumed = LanguageModelingModel(model_type, str(ckpt), args=settings(model_type, tmp_path / "b",
+                                                                         mixed_precision=precision))
     step, second = resumed.train_model(small_corpus)
     assert step == 2 * N
     assert second["train_loss"] == full["train_loss"]  # the first N restored from the checkpoint, then replayed

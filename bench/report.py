@@ -1,0 +1,160 @@
+"""Render the bench's figures (the dict bench/run.py builds) as RESULTS.md: one table per section, each target
+with its measured figure and met / not met."""
+
+from __future__ import annotations
+
+SYSTEM_NAMES = {"lmcore": "lmcore", "trainer": "transformers Trainer", "simpletransformers": "Simple Transformers"}
+
+
+def render(r: dict) -> str:
+    out = [f"# lmcore benchmark results{' (--quick smoke run: not a measurement)' if r.get('quick') else ''}", "",
+           _machine(r), ""]
+    targets: list[tuple[str, str, bool | None]] = []
+    s = r["sections"]
+    peak = s.get("peak")
+    if peak:
+        out += [_peak(peak), ""]
+    if "train" in s:
+        out += [_train(s["train"], peak, targets), ""]
+    if "data" in s:
+        out += [_data(s["data"], targets), ""]
+    if "padding" in s:
+        out += [_padding(s["padding"], targets), ""]
+    if "eval" in s:
+        out += [_eval(s["eval"], s.get("train"), targets), ""]
+    if "quality" in s:
+        out += [_quality(s["quality"], targets), ""]
+    out[3:3] = [_targets(targets), ""]
+    if r.get("notes"):
+        out += ["## Notes", ""] + [f"- {n}" for n in r["notes"]] + [""]
+    return "\n".join(out)
+
+
+def _machine(r: dict) -> str:
+    m = r["machine"]
+    return (f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, avx512_bf16: "
+            f"{'yes' if m['avx512_bf16'] else 'no'}; torch {m['torch']}, transformers {m['transformers']}, "
+            f"Python {m['python']}; lmcore at commit {m['lmcore_commit']}. Date: {r['date']}.\n\n"
+            "| section | measured by | minutes |\n|---|---|---|\n"
+            + "\n".join(f"| {name} | `{s.get('measured', {}).get('command', r['command'])}` "
+                        f"({s.get('measured', {}).get('date', r['date'])}) | {s.get('seconds', 0) / 60:.1f} |"
+                        for name, s in r["sections"].items()))
+
+
+def _targets(targets) -> str:
+    rows = ["## Targets", "", "| target | measured | status |", "|---|---|---|"]
+    for what, figure, ok in targets:
+        rows.append(f"| {what} | {figure} | {'n/a' if ok is None else ('met' if ok else '**not met**')} |")
+    return "\n".join(rows)
+
+
+def _fmt(x, spec=",.0f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _peak(p: dict) -> str:
+    return "\n".join([
+        "## Matmul peak (torch.mm, square {0}, all {1} threads, best burst)".format(p["size"], p["threads"]), "",
+        "| dtype | GFLOP/s |", "|---|---|", f"| fp32 | {p['fp32_gflops']:,.0f} |", f"| bf16 | {p['bf16_gflops']:,.0f} |",
+        "", f"bf16 / fp32: {p['bf16_gflops'] / p['fp32_gflops']:.1f}x"])
+
+
+def _train(t: dict, peak: dict | None, targets) -> str:
+    short, long_ = t["steps"]
+    rows = [f"## Training (batch 32 x block 128 = {t['tokens_per_step']} tokens/step)", "",
+            f"Time per step = (best wall time of {long_}-step runs - best of {short}-step runs) / {long_ - short}, "
+            f"over {t['rounds']} interleaved round(s); each run a fresh process. MFU = model FLOPs/token "
+            "(bench/flops.py: 6 · (non-embedding params + LM head d·V) + 12 · L · T · d) × tokens/s ÷ the "
+            "measured matmul peak. Peak RSS: the largest of the system's runs.", "",
+            "| config | system | s/step | tokens/s | vs lmcore | MFU of fp32 peak | MFU of bf16 peak | peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|"]
+    by = {(row["setup"], row["system"]): row for row in t["rows"]}
+    for row in t["rows"]:
+        base = by.get((row["setup"], "lmcore"), {}).get("tokens_per_s")
+        rel = base / row["tokens_per_s"] if base and row["tokens_per_s"] else None
+        mfu32 = mfu16 = None
+        if peak and row["tokens_per_s"]:
+            flops = row["flops_per_token"] * row["tokens_per_s"] / 1e9
+            mfu32, mfu16 = flops / peak["fp32_gflops"], flops / peak["bf16_gflops"]
+        rows.append(f"| {row['setup']} | {SYSTEM_NAMES[row['system']]} | {row['per_step_s']:.3f} | "
+                    f"{_fmt(row['tokens_per_s'])} | {'1.00x' if row['system'] == 'lmcore' else _fmt(rel, '.2f') + 'x'} | "
+                    f"{_fmt(mfu32, '.1%')} | {_fmt(mfu16, '.1%')} | {row['peak_rss_mb']:,.0f} |")
+        if row["system"] == "lmcore" and row["setup"] == "BERT-MLM" and mfu16 is not None:
+            targets.append(("MLM MFU >= 25% of the bf16 matmul peak", f"{mfu16:.1%}", mfu16 >= 0.25))
+    for setup, peer, need in (("BERT-MLM", "trainer", 2.5), ("BERT-MLM", "simpletransformers", 4.0),
+                              ("GPT-2-CLM", "trainer", 2.0), ("ELECTRA", "simpletransformers", 3.0)):
+        a, p = by.get((setup, "lmcore")), by.get((setup, peer))
+        if a and p and a["tokens_per_s"] and p["tokens_per_s"]:
+            ratio = a["tokens_per_s"] / p["tokens_per_s"]
+            targets.append((f"{setup} training tokens/s >= {need}x {SYSTEM_NAMES[peer]}", f"{ratio:.2f}x",
+                            ratio >= need))
+        else:
+            targets.append((f"{setup} training tokens/s >= {need}x {SYSTEM_NAMES[peer]}", "not run", None))
+    return "\n".join(rows)
+
+
+def _data(d: dict, targets) -> str:
+    lm = d["lmcore"]
+    rows = ["## Data preparation (dataset_type simple, BERT WordPiece tokenizer, block 128)", "",
+            "| system | corpus MB | first run s | MB/s | cached run s | peak RSS MB |", "|---|---|---|---|---|---|",
+            f"| lmcore (load_features) | {d['corpus_mb']:.0f} | {lm['first_s']:.2f} | {lm['mb_per_s']:.2f} | "
+            f"{lm['cached_s']:.3f} | {lm['peak_rss_mb']:,.0f} |"]
+    if "trainer" in d:
+        t = d["trainer"]
+        rows.append(f"| datasets map + group_texts (run_mlm.py) | {d['corpus_mb']:.0f} | {t['first_s']:.2f} | "
+                    f"{t['mb_per_s']:.2f} | | {t['peak_rss_mb']:,.0f} |")
+    st = d.get("simpletransformers")
+    if st:
+        rows.append(f"| Simple Transformers (SimpleDataset) | {st['corpus_mb']:.0f} | {st['first_s']:.2f} | "
+                    f"{st['mb_per_s']:.2f} | | {st['peak_rss_mb']:,.0f} |")
+        ratio = lm["mb_per_s"] / st["mb_per_s"]
+        targets.append(("Tokenization >= 2x Simple Transformers' feature building", f"{ratio:.1f}x", ratio >= 2))
+    else:
+        targets.append(("Tokenization >= 2x Simple Transformers' feature building", "not run", None))
+    targets.append(("Second run, same corpus and tokenizer: < 1 s of preparation", f"{lm['cached_s']:.3f} s",
+                    lm["cached_s"] < 1.0))
+    big = d["big"]
+    label = f"{big['corpus_mb']:,.0f} MB corpus"
+    targets.append((f"1 GB corpus prepares with peak RSS < 2 GB ({label} here)", f"{big['peak_rss_mb']:,.0f} MB",
+                    big["peak_rss_mb"] < 2048 if big["corpus_mb"] >= 1000 else None))
+    rows += ["", f"Large corpus ({label}, the sample corpus repeated): first run {big['first_s']:.1f} s "
+             f"({big['corpus_mb'] / big['first_s']:.2f} MB/s), peak RSS {big['peak_rss_mb']:,.0f} MB; cached run "
+             f"{big['cached_s']:.2f} s, peak RSS {big['cached_peak_rss_mb']:,.0f} MB. Peak RSS is the whole "
+             "process (Python, torch and transformers imports included)."]
+    return "\n".join(rows)
+
+
+def _padding(p: dict, targets) -> str:
+    targets.append(("line_by_line: <= 10% padding tokens", f"{p['lmcore_padding']:.1%}", p["lmcore_padding"] <= 0.10))
+    return "\n".join([
+        "## line_by_line padding (batch 32, block 128, sample corpus)", "",
+        "| batching | padding tokens |", "|---|---|",
+        f"| lmcore (epoch_batches, group_by_length) | {p['lmcore_padding']:.1%} |",
+        f"| shuffled batches, dynamic padding | {p['dynamic_padding']:.1%} |", "", f"{p['examples']} examples."])
+
+
+def _eval(e: dict, train: dict | None, targets) -> str:
+    train_tps = {row["setup"]: row["tokens_per_s"] for row in (train or {}).get("rows", [])
+                 if row["system"] == "lmcore"}
+    rows = [f"## Evaluation (lmcore eval_model, eval_batch_size {e['eval_batch_size']}, features cached)", "",
+            "| config | eval tokens/s | lmcore training tokens/s | ratio |", "|---|---|---|---|"]
+    for row in e["rows"]:
+        t = train_tps.get(row["setup"])
+        ratio = row["tokens_per_s"] / t if t else None
+        rows.append(f"| {row['setup']} | {row['tokens_per_s']:,.0f} | {_fmt(t)} | {_fmt(ratio, '.2f')}x |")
+        targets.append((f"{row['setup']} evaluation >= 3x training tokens/s", _fmt(ratio, ".2f") + "x",
+                        None if ratio is None else ratio >= 3))
+    return "\n".join(rows)
+
+
+def _quality(q: dict, targets) -> str:
+    rows = ["## Quality: held-out perplexity, lmcore default vs the fp32 path (mixed_precision=\"no\")", "",
+            "Trained on 95% of the sample corpus, evaluated on the other 5% plus the bundled eval file; learning "
+            "rate 1e-3, 10% warm-up. ELECTRA: the generator's perplexity.", "",
+            "| config | steps | default | fp32 | difference |", "|---|---|---|---|---|"]
+    for row in q["rows"]:
+        rows.append(f"| {row['setup']} | {row['steps']} | {row['default']:.2f} | {row['fp32']:.2f} | "
+                    f"{row['diff_pct']:+.2f}% |")
+        targets.append((f"{row['setup']} perplexity within 2% of fp32 ({row['steps']} steps)",
+                        f"{row['diff_pct']:+.2f}%", row["diff_pct"] <= 2.0))
+    return "\n".join(rows)

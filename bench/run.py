@@ -1,0 +1,357 @@
+"""Speed and memory of lmcore against its peers: transformers' Trainer and Simple Transformers 0.70.8.
+
+    python bench/run.py                        # every section (see bench/README.md for the time it takes)
+    python bench/run.py --only train,data      # some sections: peak, train, data, eval, padding, quality
+    python bench/run.py --write-results        # ... and regenerate bench/RESULTS.md + bench/results.json
+    python bench/run.py --quick                # CI smoke: tiny models, small corpora, never installs anything
+
+Every measured run is its own fresh process (wall time, peak RSS from wait4). Training runs are interleaved
+(A B C A B C ... for each step count, each round), and the time per step is the difference of two step counts:
+(best wall time of the long runs - best of the short runs) / (long - short), which cancels start-up, model
+building and data preparation. Figures go to stdout and to a JSON file; bench/report.py renders RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import common, report  # noqa: E402
+from bench.common import BATCH, BLOCK, PEERS, SAMPLE, Setup, run_worker  # noqa: E402
+from bench.flops import flops_per_token  # noqa: E402
+
+SECTIONS = ("peak", "train", "data", "eval", "padding", "quality")
+SYSTEMS = ("lmcore", "trainer", "simpletransformers")
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    """One bench run: its options, its scratch folder, the tokenizers it trained, and the figures so far."""
+
+    def __init__(self, ns, work: Path):
+        self.ns, self.work = ns, work
+        self.setups = common.setups(ns.quick)
+        # --quick only checks that every part runs, on BERT alone (3 minutes on 2 busy cores).
+        self.train_setups = self.setups[:1] if ns.quick else self.setups
+        self.results: dict = {"sections": {}, "notes": []}
+        self.tokenizers: dict[str, str] = {}
+        self.corpus = str(work / "train.txt")
+        common.repeat_corpus(Path(self.corpus), ns.train_kb * 1024) if ns.quick else shutil.copy(SAMPLE,
+                                                                                                  self.corpus)
+
+    # ---- workers ----------------------------------------------------------------------------------------------
+    def lmcore(self, job: str, setup: Setup | None = None, **kw) -> common.Measured:
+        return self._worker([sys.executable, str(PEERS / "lmcore_run.py"), job], setup, kw)
+
+    def trainer(self, setup: Setup, **kw) -> common.Measured:
+        env = {"PYTHONPATH": f"{common.ROOT}:{common.TRAINER_DEPS}"}
+        return self._worker([sys.executable, str(PEERS / "trainer_run.py")], setup, kw, env)
+
+    def simpletransformers(self, job: str, setup: Setup, **kw) -> common.Measured:
+        return self._worker([str(common.ST_PYTHON), str(PEERS / "simpletransformers_run.py"), job], setup, kw)
+
+    def _worker(self, cmd: list[str], setup: Setup | None, kw: dict, env: dict | None = None) -> common.Measured:
+        if setup is not None:
+            cmd += ["--setup", json.dumps(setup.to_json())]
+            if "tokenizer" not in kw:
+                kw["tokenizer"] = self.tokenizer(setup)
+        kw.setdefault("corpus", self.corpus)
+        kw.setdefault("cache", str(self.work / "cache"))
+        for key, value in kw.items():
+            if value is True:
+                cmd.append(f"--{key.replace('_', '-')}")
+            elif value is not None and value is not False:
+                cmd += [f"--{key.replace('_', '-')}", str(value)]
+        m = run_worker(cmd, env=env, timeout=self.ns.timeout)
+        if m.returncode != 0 or not m.result:
+            raise RuntimeError(f"{' '.join(cmd[:3])} failed (exit {m.returncode}):\n{m.log}")
+        return m
+
+    def tokenizer(self, setup: Setup) -> str:
+        """lmcore trains each model type's tokenizer once; every system loads that same vocabulary."""
+        kind = "bert" if setup.model_type == "electra" else setup.model_type  # both WordPiece, same settings
+        if kind not in self.tokenizers:
+            folder = self.work / f"tokenizer-{kind}"
+            self.tokenizers[kind] = str(folder)
+            m = self.lmcore("tokenizer", setup, out=folder, tokenizer=None)
+            log(f"tokenizer {kind}: {m.result['vocab']} tokens in {m.result['seconds']:.1f}s")
+        return self.tokenizers[kind]
+
+    def systems(self) -> list[str]:
+        have = ["lmcore"]
+        if self.ns.skip_trainer or not common.trainer_available():
+            self.note("transformers Trainer skipped: accelerate not installed in bench/.deps-trainer")
+        else:
+            have.append("trainer")
+        if self.ns.skip_st or not common.st_available():
+            self.note("Simple Transformers skipped: bench/.venv-st is not installed")
+        else:
+            have.append("simpletransformers")
+        return have
+
+    def note(self, text: str) -> None:
+        if text not in self.results["notes"]:
+            self.results["notes"].append(text)
+            log(text)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------------------------
+
+def section_peak(b: Bench) -> dict:
+    m = run_worker([sys.executable, str(PEERS / "matmul_peak.py"), "--size", str(b.ns.peak_size),
+                    "--seconds", str(b.ns.peak_seconds)], timeout=b.ns.timeout)
+    log(f"matmul peak: fp32 {m.result['fp32_gflops']:.0f} GFLOP/s, bf16 {m.result['bf16_gflops']:.0f} GFLOP/s")
+    return m.result
+
+
+def runs_train(b: Bench, system: str, setup: Setup, steps: int) -> common.Measured:
+    out = b.work / f"out-{system}-{setup.model_type}"
+    if system == "lmcore":
+        return b.lmcore("train", setup, steps=steps, out=out)
+    if system == "trainer":
+        return b.trainer(setup, steps=steps, out=out, cache=b.work / "hf-datasets")
+    return b.simpletransformers("train", setup, steps=steps, out=out, cache=b.work / f"st-{setup.model_type}")
+
+
+def warm_up(b: Bench, pairs) -> None:
+    """Build every system's cached features once, outside the timings (each then reuses its own cache)."""
+    for system, setup in pairs:
+        if system == "lmcore":
+            b.lmcore("prepare", setup, tokenizer=b.tokenizer(setup))
+        elif system == "trainer":
+            b.trainer(setup, steps=0, out=b.work / "out-trainer-prep", cache=b.work / "hf-datasets")
+        else:
+            b.simpletransformers("prepare", setup, out=b.work / f"out-st-{setup.model_type}",
+                                 cache=b.work / f"st-{setup.model_type}")
+
+
+def section_train(b: Bench) -> dict:
+    systems = b.systems()
+    # The Trainer has no ELECTRA objective (transformers ships no ELECTRA pre-training collator or loss).
+    pairs = [(s, st) for st in b.train_setups for s in systems if not (s == "trainer" and st.model_type == "electra")]
+    if not b.ns.quick:  # --quick: the first short run pays for its data preparation; its figures mean nothing
+        warm_up(b, pairs)
+    short, long_ = b.ns.steps
+    walls: dict[tuple, dict[int, list]] = {(s, st.name): {short: [], long_: []} for s, st in pairs}
+    rss: dict[tuple, float] = {}
+    for r in range(b.ns.rounds):
+        for steps in (short, long_):
+            for system, setup in pairs:
+                m = runs_train(b, system, setup, steps)
+                walls[(system, setup.name)][steps].append(m.wall_s)
+                rss[(system, setup.name)] = max(rss.get((system, setup.name), 0.0), m.peak_rss_mb)
+                log(f"round {r + 1} {setup.name:9s} {system:18s} {steps:3d} steps: {m.wall_s:6.1f}s, "
+                    f"{m.peak_rss_mb:,.0f} MB")
+    rows = []
+    for (system, name), w in walls.items():
+        per_step = (min(w[long_]) - min(w[short])) / (long_ - short)
+        setup = next(s for s in b.setups if s.name == name)
+        rows.append({"system": system, "setup": name, "per_step_s": per_step,
+                     "tokens_per_s": BATCH * BLOCK / per_step if per_step > 0 else None,
+                     "flops_per_token": flops_per_token(setup), "peak_rss_mb": rss[(system, name)],
+                     "walls": {str(k): v for k, v in w.items()}})
+    return {"steps": [short, long_], "rounds": b.ns.rounds, "tokens_per_step": BATCH * BLOCK, "rows": rows,
+            "setups": [s.to_json() for s in b.setups]}
+
+
+def section_data(b: Bench) -> dict:
+    """Tokenization throughput (first run and cache hit), the peers' feature building, and peak RSS of preparing
+    a large corpus."""
+    bert = b.setups[0]
+    corpus = common.repeat_corpus(b.work / "data.txt", b.ns.data_mb * 2**20)
+    out: dict = {"corpus_mb": corpus.stat().st_size / 2**20}
+    cache = b.work / "data-cache"
+    first = b.lmcore("prepare", bert, corpus=corpus, cache=cache, reprocess=True)
+    hit = b.lmcore("prepare", bert, corpus=corpus, cache=cache)
+    out["lmcore"] = {"first_s": first.result["prepare_s"], "cached_s": hit.result["prepare_s"],
+                     "mb_per_s": first.result["bytes"] / 2**20 / first.result["prepare_s"],
+                     "tokens": first.result["tokens"], "peak_rss_mb": first.peak_rss_mb}
+    log(f"lmcore features: {out['lmcore']['mb_per_s']:.2f} MB/s, cache hit {hit.result['prepare_s']:.2f}s")
+    systems = [] if b.ns.quick else b.systems()
+    if "trainer" in systems:
+        m = b.trainer(bert, steps=0, corpus=corpus, out=b.work / "out-trainer-data", cache=b.work / "data-hf")
+        out["trainer"] = {"first_s": m.result["prepare_s"], "peak_rss_mb": m.peak_rss_mb,
+                          "mb_per_s": m.result["bytes"] / 2**20 / m.result["prepare_s"]}
+    if "simpletransformers" in systems:
+        small = common.repeat_corpus(b.work / "data-st.txt", min(b.ns.data_mb, b.ns.st_data_mb) * 2**20)
+        m = b.simpletransformers("prepare", bert, corpus=small, out=b.work / "out-st-data",
+                                 cache=b.work / "data-st-cache")
+        out["simpletransformers"] = {"first_s": m.result["prepare_s"], "corpus_mb": m.result["bytes"] / 2**20,
+                                     "mb_per_s": m.result["bytes"] / 2**20 / m.result["prepare_s"],
+                                     "peak_rss_mb": m.peak_rss_mb}
+        log(f"Simple Transformers features: {out['simpletransformers']['mb_per_s']:.2f} MB/s")
+    out["big"] = big_corpus(b, bert)
+    return out
+
+
+def big_corpus(b: Bench, bert: Setup) -> dict:
+    """Peak RSS of lmcore's data preparation on a large corpus (1 GB by default), made by repeating the sample
+    corpus in the scratch folder and deleted afterwards."""
+    folder = b.work / "big"
+    corpus = common.repeat_corpus(folder / "big.txt", b.ns.big_mb * 2**20)
+    try:
+        first = b.lmcore("prepare", bert, corpus=corpus, cache=folder / "cache", reprocess=True)
+        hit = b.lmcore("prepare", bert, corpus=corpus, cache=folder / "cache")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    log(f"{b.ns.big_mb} MB corpus: {first.result['prepare_s']:.0f}s, peak RSS {first.peak_rss_mb:,.0f} MB")
+    return {"corpus_mb": first.result["bytes"] / 2**20, "first_s": first.result["prepare_s"],
+            "cached_s": hit.result["prepare_s"], "peak_rss_mb": first.peak_rss_mb,
+            "cached_peak_rss_mb": hit.peak_rss_mb, "tokens": first.result["tokens"]}
+
+
+def section_eval(b: Bench) -> dict:
+    corpus = common.repeat_corpus(b.work / "eval.txt", b.ns.eval_kb * 1024)
+    rows = []
+    for setup in b.train_setups:
+        m = b.lmcore("eval", setup, corpus=corpus, out=b.work / f"out-eval-{setup.model_type}")
+        rows.append({"setup": setup.name, "tokens_per_s": m.result["tokens_per_s"], "tokens": m.result["tokens"],
+                     "eval_s": m.result["eval_s"], "peak_rss_mb": m.peak_rss_mb})
+        log(f"eval {setup.name}: {m.result['tokens_per_s']:,.0f} tokens/s")
+    return {"rows": rows, "eval_batch_size": BATCH}
+
+
+def section_padding(b: Bench) -> dict:
+    m = b.lmcore("padding", b.setups[0], cache=b.work / "padding-cache")
+    log(f"line_by_line padding: lmcore {m.result['lmcore_padding']:.1%}, plain {m.result['dynamic_padding']:.1%}")
+    return m.result
+
+
+def section_quality(b: Bench) -> dict:
+    """Held-out perplexity after the same short run, lmcore's default precision against the fp32 path."""
+    train, held = common.held_out_split(b.work)
+    rows = []
+    for setup in b.train_setups:
+        row = {"setup": setup.name, "steps": b.ns.quality_steps}
+        for label, precision in (("default", None), ("fp32", "no")):
+            m = b.lmcore("train", setup, corpus=train, eval_file=held, steps=b.ns.quality_steps,
+                         mixed_precision=precision, out=b.work / f"out-quality-{setup.model_type}-{label}")
+            row[label] = m.result["perplexity"]
+            row[f"{label}_s"] = m.wall_s
+        row["diff_pct"] = 100 * (row["default"] - row["fp32"]) / row["fp32"]
+        log(f"quality {setup.name}: default {row['default']:.2f}, fp32 {row['fp32']:.2f} "
+            f"({row['diff_pct']:+.2f}%)")
+        rows.append(row)
+    return {"rows": rows}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------------------------
+
+def machine() -> dict:
+    import torch
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    flags = Path("/proc/cpuinfo").read_text()
+    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+               if line.startswith("MemTotal"))
+    return {"cpu": model, "cores": __import__("os").cpu_count(), "memory_gb": round(mem / 2**20, 1),
+            "avx512_bf16": "avx512_bf16" in flags, "torch": torch.__version__, "python": platform.python_version(),
+            "transformers": __import__("transformers").__version__, "lmcore_commit": _git_head()}
+
+
+def _git_head() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.ROOT, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="smoke test: tiny models and corpora, no installs")
+    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    p.add_argument("--rounds", type=int, default=None, help="interleaved rounds of training runs (best taken)")
+    p.add_argument("--steps", default=None, help="SHORT,LONG training steps whose difference gives s/step")
+    p.add_argument("--quality-steps", type=int, default=None)
+    p.add_argument("--data-mb", type=int, default=None, help="corpus for tokenization throughput")
+    p.add_argument("--st-data-mb", type=int, default=2, help="Simple Transformers' (slow) share of it")
+    p.add_argument("--big-mb", type=int, default=None, help="corpus for peak RSS of data preparation")
+    p.add_argument("--eval-kb", type=int, default=None)
+    p.add_argument("--skip-st", action="store_true", help="leave Simple Transformers out")
+    p.add_argument("--skip-trainer", action="store_true", help="leave the transformers Trainer out")
+    p.add_argument("--no-install", action="store_true", help="never install the peers' environments")
+    p.add_argument("--write-results", action="store_true", help="write bench/RESULTS.md and bench/results.json")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds one worker may run")
+    ns = p.parse_args(argv)
+    quick = ns.quick
+    defaults = {"rounds": 1 if quick else 2, "steps": "1,3" if quick else "2,6",
+                "quality_steps": 5 if quick else 200, "data_mb": 1 if quick else 16, "big_mb": 4 if quick else 1024,
+                "eval_kb": 64 if quick else 160}
+    for key, value in defaults.items():
+        if getattr(ns, key) is None:
+            setattr(ns, key, value)
+    ns.steps = tuple(int(x) for x in str(ns.steps).split(","))
+    ns.only = [s.strip() for s in ns.only.split(",") if s.strip()]
+    unknown = [s for s in ns.only if s not in SECTIONS]
+    if unknown:
+        p.error(f"--only: unknown section(s) {unknown}; choose from {SECTIONS}")
+    ns.train_kb, ns.peak_size, ns.peak_seconds = (256, 1024, 1.0) if quick else (0, 2048, 3.0)
+    if quick:
+        ns.no_install = True
+    return ns
+
+
+def main(argv=None) -> int:
+    ns = parse(argv)
+    started = time.time()
+    if not ns.no_install and {"train", "data"} & set(ns.only):
+        for install in (common.install_trainer_deps, common.install_st_venv):
+            failure = install(log)
+            if failure:
+                log(f"could not install a peer: {failure}")
+    run_sections = {"peak": section_peak, "train": section_train, "data": section_data, "eval": section_eval,
+                    "padding": section_padding, "quality": section_quality}
+    with tempfile.TemporaryDirectory(prefix="lmcore-bench-") as tmp:
+        b = Bench(ns, Path(tmp))
+        b.results.update({"machine": machine(), "date": datetime.date.today().isoformat(), "quick": ns.quick,
+                          "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)})
+        for name in (s for s in SECTIONS if s in ns.only):
+            section_start = time.time()
+            log(f"section {name}")
+            b.results["sections"][name] = run_sections[name](b)
+            b.results["sections"][name]["seconds"] = time.time() - section_start
+    b.results["seconds"] = time.time() - started
+    text = report.render(b.results)
+    print(text)
+    if ns.json:
+        Path(ns.json).write_text(json.dumps(b.results, indent=2))
+    if ns.write_results:
+        write_results(b.results)
+    return 0
+
+
+def write_results(results: dict) -> None:
+    """bench/results.json and RESULTS.md; sections not run this time are kept from the recorded results (each
+    section remembers the command and date that measured it)."""
+    path = common.BENCH / "results.json"
+    for section in results["sections"].values():
+        section["measured"] = {"command": results["command"], "date": results["date"]}
+    if path.exists() and not results["quick"]:
+        old = json.loads(path.read_text())
+        if not old.get("quick"):
+            results["sections"] = {**old.get("sections", {}), **results["sections"]}
+            results["notes"] = list(dict.fromkeys(old.get("notes", []) + results["notes"]))
+    path.write_text(json.dumps(results, indent=2))
+    (common.BENCH / "RESULTS.md").write_text(report.render(results))
+    log("wrote bench/RESULTS.md and bench/results.json")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

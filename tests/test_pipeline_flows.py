@@ -142,3 +142,47 @@ def test_failing_run_is_failed_in_mlflow_and_not_retried(home):
     pretrain_runs = [t for t in task_runs if t.flow_run_id == state.state_details.flow_run_id
                      and t.name.startswith("pretrain")]
     assert len(pretrain_runs) == 1 and pretrain_runs[0].run_count == 1
+
+
+def test_crashed_engine_is_retried_and_resumes_from_its_checkpoint(home):
+    """Kill the engine right after its step-10 checkpoint: Prefect retries the task, and the retry continues from
+    step 11 (its first logged step) instead of starting over."""
+    import threading
+    import time
+
+    import psutil
+    from prefect import flow
+
+    from tasks import tracking
+    from tasks.corpus import prepare_corpus
+    from tasks.pretrain import pretrain as pretrain_task
+
+    out = home / "crash-model"
+    prep = prepare_corpus.fn(corpus=str(write_lines(home / "crash.txt", lines(1500))))
+    parent = tracking.start_run("crash", "parent")
+    killed = []
+
+    def kill_after_checkpoint():
+        deadline = time.time() + 180
+        while not killed and time.time() < deadline:
+            if (out / "checkpoint-10").exists():
+                for p in psutil.Process().children(recursive=True):
+                    if "lmcore" in " ".join(p.cmdline()):
+                        p.kill()
+                        killed.append(p.pid)
+            time.sleep(0.02)
+
+    @flow
+    def train_once():
+        return pretrain_task(model_type="bert", train_file=prep["train_file"], eval_file=prep["eval_file"],
+                             output_dir=str(out), args={**TINY, "max_steps": 30, "save_steps": 10},
+                             parent_run_id=parent)
+
+    threading.Thread(target=kill_after_checkpoint, daemon=True).start()
+    result = train_once()
+    assert killed and result["result"]["global_step"] == 30
+    client = tracking.client()
+    attempts = sorted(child_runs(client, parent)["pretrain"], key=lambda r: r.info.start_time)
+    assert [r.info.status for r in attempts] == ["FAILED", "FINISHED"]
+    resumed = [m.step for m in client.get_metric_history(attempts[1].info.run_id, "train_loss")]
+    assert resumed == list(range(11, 31))

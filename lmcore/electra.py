@@ -105,6 +105,7 @@ class ElectraObjective:
         self.mask_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self.mlm_probability, self.weight = mlm_probability, weight
+        self.scored_fraction = mlm_probability  # the generator's vocabulary layer sees only masked positions
 
     def _forward(self, model, batch, generator):
         ids, attn = batch["input_ids"], batch["attention_mask"]

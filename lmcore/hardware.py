@@ -54,3 +54,49 @@ def choose_attention(model: torch.nn.Module, device: torch.device) -> None:
         for module in model.modules():
             if hasattr(module, "set_attn_implementation") and hasattr(module, "config"):
                 module.set_attn_implementation("eager")
+
+
+@functools.lru_cache(maxsize=4)
+def matmul_peak_flops(device_type: str, dtype_name: str) -> float:
+    """Measured dense matmul FLOP/s on this device in this dtype (a few 1024^3 products, ~0.1-0.5 s once): the
+    denominator of model FLOPs utilisation."""
+    import time
+
+    dtype = getattr(torch, dtype_name)
+    n = 1024
+    a = torch.randn(n, n, device=device_type).to(dtype)
+    b = torch.randn(n, n, device=device_type).to(dtype)
+    (a @ b).sum().item()
+    reps, start = 0, time.perf_counter()
+    while reps < 3 or time.perf_counter() - start < 0.1:
+        c = a @ b
+        reps += 1
+    c.sum().item()
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def flops_per_token(model: torch.nn.Module, block: int, scored_fraction: float) -> float:
+    """Training FLOPs per token: 6 per weight (forward + backward) for every matrix except the embedding lookups,
+    the vocabulary projection counted only for the scored share of positions (masked LM scores ~15%), plus the
+    attention scores and mixing (12 x layers x hidden x block)."""
+    matrices, counted = 0, set()
+    for name, p in model.named_parameters():
+        if p.dim() < 2 or "embeddings" in name or name.endswith(("wte.weight", "wpe.weight", "tokens_embed.weight",
+                                                                  "positions_embed.weight")):
+            continue
+        matrices += p.numel()
+        counted.add(id(p))
+    vocab_proj, attention = 0, 0
+    for module in model.modules():
+        prefix, cfg = getattr(module, "base_model_prefix", None), getattr(module, "config", None)
+        if not prefix or cfg is None or getattr(module, prefix, None) is None:
+            continue  # not a model-with-head (BertForMaskedLM, GPT2LMHeadModel, ElectraForPreTraining, ...)
+        layers = getattr(cfg, "num_hidden_layers", getattr(cfg, "n_layer", getattr(cfg, "n_layers", 0)))
+        hidden = getattr(cfg, "hidden_size", getattr(cfg, "n_embd", getattr(cfg, "dim", 0)))
+        attention += 12 * layers * hidden * block
+        out = module.get_output_embeddings()
+        if out is not None:
+            if id(out.weight) in counted:  # an untied output matrix: counted by its scored share instead
+                matrices -= out.weight.numel()
+            vocab_proj += out.weight.numel()
+    return 6 * (matrices + vocab_proj * scored_fraction) + attention

@@ -190,6 +190,8 @@ class LanguageModelingModel:
             model=self._training_module(), objective=objective, features=features, args=self.args, device=self.device,
             pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to, tracker=self.tracker,
             autocast=self._autocast, grad_scaler=hardware.needs_grad_scaler(self.device, self.args.mixed_precision),
+            compute_dtype=str(hardware.autocast_dtype(self.device, self.args.mixed_precision) or torch.float32
+                              ).split(".")[-1],
             resume=resume, group_by_length=self.args.dataset_type == "line_by_line",
             evaluate=(lambda: self._evaluate_features(eval_features)) if eval_features is not None else None)
         state = fit(setup)

@@ -88,6 +88,7 @@ class LanguageModelObjective:
     def __init__(self, causal: bool, tokenizer, mlm_probability: float = 0.15):
         self.causal = causal
         self.mlm_probability = mlm_probability
+        self.scored_fraction = 1.0 if causal else mlm_probability  # positions that reach the vocabulary layer
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)

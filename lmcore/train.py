@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, dist
+from . import checkpoint, dist, hardware
 from .args import LanguageModelingArgs
 from .data import Features, collate, epoch_batches
 from .evaluate import batch_generator
@@ -49,6 +49,8 @@ class TrainSetup:
     """A loaded checkpoint state to continue from."""
     group_by_length: bool = False
     grad_scaler: bool = False
+    compute_dtype: str = "float32"
+    """The dtype matmuls run in (autocast's), for model FLOPs utilisation against that dtype's measured peak."""
     """Scale the loss (CUDA fp16 autocast): fp16 gradients underflow otherwise."""
 
 
@@ -110,6 +112,10 @@ def fit(run: TrainSetup) -> State:
             model, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
     progress = _Progress(total, state.step)
+    if main:
+        progress.flops_per_token = hardware.flops_per_token(model, run.features.meta["block_size"],
+                                                            getattr(run.objective, "scored_fraction", 1.0))
+        progress.peak = hardware.matmul_peak_flops(device.type, run.compute_dtype) * dist.world()
     batches = None
     while state.step < total:
         if batches is None:
@@ -161,7 +167,7 @@ def fit(run: TrainSetup) -> State:
         rate = progress.tick(state.step, step_tokens * dist.world())
         if main and tracker is not None:
             tracker.log_metrics({"train_loss": step_loss, "learning_rate": lr, "tokens_per_second": rate,
-                                 **extra}, step=state.step)
+                                 "mfu": progress.mfu(rate), **extra}, step=state.step)
         if main and progress.due(state.step, args.logging_steps, total):
             log.info("%s", progress.line(state, total, step_loss, lr))
 
@@ -258,6 +264,11 @@ class _Progress:
         self.total, self.start_step = total, start_step
         self.t0 = self.last_line = time.time()
         self.window: list[tuple[float, int]] = []
+        self.flops_per_token, self.peak = 0.0, 0.0
+
+    def mfu(self, tokens_per_second: float) -> float:
+        """Model FLOPs utilisation: achieved model FLOP/s over the measured matmul peak of all processes."""
+        return self.flops_per_token * tokens_per_second / self.peak if self.peak else 0.0
 
     def tick(self, step: int, tokens: int) -> float:
         self.window = (self.window + [(time.time(), tokens)])[-20:]
@@ -282,7 +293,8 @@ class _Progress:
         eta = elapsed / max(done, 1) * (total - state.step)
         tps = self.rate()
         return (f"step {state.step}/{total} ({100 * state.step / total:.0f}%) | epoch {state.epoch} | "
-                f"loss {loss:.4f} | lr {lr:.3g} | {tps:,.0f} tokens/s | elapsed {_hms(elapsed)} | "
+                f"loss {loss:.4f} | lr {lr:.3g} | {tps:,.0f} tokens/s | MFU {100 * self.mfu(tps):.0f}% | "
+                f"elapsed {_hms(elapsed)} | "
                 f"ETA {_hms(eta)}")
 
 

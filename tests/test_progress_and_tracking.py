@@ -1,0 +1,33 @@
+"""What a user sees while training: progress lines with rate and ETA, and per-step metrics on the tracker."""
+
+import logging
+
+import pytest
+
+from lmcore import LanguageModelingModel
+from lmcore.tracking import ListTracker
+from lmcore.train import lr_at
+from tests.conftest import tiny_args
+
+
+def test_tracker_gets_every_step_and_the_log_shows_rate_mfu_and_eta(corpus, tmp_path, caplog):
+    tracker = ListTracker()
+    model = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, max_steps=25, logging_steps=10),
+                                  train_files=corpus["train"], tracker=tracker)
+    with caplog.at_level(logging.INFO, logger="lmcore"):
+        model.train_model(corpus["train"])
+    steps = [s for s, _ in tracker.metrics]
+    assert steps == list(range(1, 26))
+    for _, m in tracker.metrics:
+        assert {"train_loss", "learning_rate", "tokens_per_second", "mfu"} <= set(m)
+        assert m["tokens_per_second"] > 0 and 0 < m["mfu"] < 1.5
+    assert tracker.params["model_type"] == "bert" and tracker.params["train_examples"] > 0
+    lines = [r.message for r in caplog.records if r.message.startswith("step ")]
+    assert [line.split()[1] for line in lines] == ["1/25", "10/25", "20/25", "25/25"]
+    assert all("tokens/s" in line and "ETA" in line and "MFU" in line for line in lines)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    lrs = [lr_at(s, total=100, warmup=10, peak=1.0) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1 / 90) and lr_at(100, 100, 10, 1.0) == 0

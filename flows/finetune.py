@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
@@ -31,6 +32,11 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_f
     """Fine-tune `register_as`@champion on `corpus_dir`; the new version becomes champion only if its perplexity
     on the eval split is lower. force: train even when the folder has not changed since the last run."""
     with parent_run(experiment, {"stage": "finetune", "registered_model": register_as}) as run_id:
+        if Path(corpus_dir).is_dir() and not any(not f.name.startswith(".") for f in Path(corpus_dir).rglob("*")
+                                                 if f.is_file()):
+            logger().info("%s is empty: nothing to fine-tune on", corpus_dir)
+            tracking.set_tags(run_id, {"outcome": "nothing new"})
+            return {"mlflow_run_id": run_id, "trained": False, "reason": "corpus_dir is empty"}
         args = check_parameters(corpus_dir, dict(args or {}), nproc_per_node)
         fingerprint = content_hash(resolve_files(corpus_dir))
         last = tracking.client().get_registered_model(register_as).tags.get(CORPUS_TAG) \

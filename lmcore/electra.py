@@ -208,10 +208,10 @@ def init_electra(lm, model_name, train_files, generator_name, discriminator_name
         generator_name, discriminator_name = str(folder / GENERATOR_DIR), str(folder / DISCRIMINATOR_DIR)
         lm._maybe_resume_from(model_name)
     if generator_name or discriminator_name:
-        lm.tokenizer = load_tokenizer(args.tokenizer_name or discriminator_name or generator_name)
+        gen = from_pretrained(hf.ElectraForMaskedLM, generator_name, what="generator") if generator_name else None
         disc = (from_pretrained(hf.ElectraForPreTraining, discriminator_name, what="discriminator")
                 if discriminator_name else None)
-        gen = from_pretrained(hf.ElectraForMaskedLM, generator_name, what="generator") if generator_name else None
+        lm.tokenizer = load_tokenizer(args.tokenizer_name or discriminator_name or generator_name)
         if disc is None:
             disc = hf.ElectraForPreTraining(_discriminator_config(lm, gen.config.max_position_embeddings))
         if gen is None:

@@ -128,3 +128,31 @@ def test_mixed_precision_follows_the_hardware_on_cpu(monkeypatch, native, mode, 
     dtype = hardware.autocast_dtype(torch.device("cpu"), mode)
     assert (None if dtype is None else str(dtype).split(".")[1]) == expected
     assert not hardware.needs_grad_scaler(torch.device("cpu"), mode)
+
+
+def test_hub_name_resolves_through_the_local_cache_offline(trained_dirs, tmp_path, monkeypatch):
+    """A hub name that is in the local Hugging Face cache loads with the hub offline (the real loading path)."""
+    import shutil
+
+    home = tmp_path / "hf-home"
+    snapshot = home / "hub" / "models--acme--tiny-bert" / "snapshots" / "0123abcd"
+    shutil.copytree(trained_dirs["bert"], snapshot)
+    (home / "hub" / "models--acme--tiny-bert" / "refs").mkdir()
+    (home / "hub" / "models--acme--tiny-bert" / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    model = LanguageModelingModel("bert", "acme/tiny-bert", args=tiny_args("bert", tmp_path))
+    assert model.model.config.hidden_size == 32
+
+
+def test_electra_hub_names_offline_fail_clearly(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty"))
+    with pytest.raises(ModelNotFoundError, match="generator 'google/electra-small-generator' is not a local directory and is not in the local Hugging Face"):
+        LanguageModelingModel("electra", "electra", generator_name="google/electra-small-generator",
+                              discriminator_name="google/electra-large-discriminator", args={})

@@ -3,9 +3,7 @@ beside it: args, registry, tokenizer, data, objectives, train, evaluate, checkpo
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import os
 import random
 import shutil
@@ -94,7 +92,7 @@ class LanguageModelingModel:
         _apply_config_overrides(config, self.args.config, "args.config")
         max_length = self._max_length(config, requested=self._requested_block())
         self.tokenizer = self._scratch_tokenizer(train_files, max_length)
-        _fit_config_to_tokenizer(config, self.tokenizer, spec, max_length)
+        _fit_config_to_tokenizer(config, self.tokenizer)
         self.config = config
         self.model = spec.model_cls(self.args.mlm)(config)
         log.info("Initialised a %s model from scratch: %.2fM parameters, vocabulary %d", spec.name,
@@ -328,7 +326,7 @@ def _apply_config_overrides(config, overrides: dict, where: str) -> None:
         setattr(config, k, v)
 
 
-def _fit_config_to_tokenizer(config, tokenizer, spec: ModelType, max_length: int) -> None:
+def _fit_config_to_tokenizer(config, tokenizer) -> None:
     config.vocab_size = len(tokenizer)
     for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
         value = getattr(tokenizer, name, None)

@@ -44,7 +44,6 @@ def test_from_scratch_trains_evaluates_and_reloads(model_type, corpus, tmp_path)
 @pytest.mark.parametrize("model_type", ["bert", "distilbert", "roberta", "camembert", "longformer", "electra"])
 def test_masked_only_head_gives_the_full_models_loss(model_type):
     """Training projects only masked positions onto the vocabulary; the loss must equal the full model's."""
-    import transformers as hf
 
     from lmcore.objectives import LanguageModelForTraining, token_loss_sum
     from lmcore.registry import get_model_type

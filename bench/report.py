@@ -68,10 +68,15 @@ def _fmt(x, spec=",.0f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _x(ratio) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
 def _peak(p: dict) -> str:
     return "\n".join([
         "## Matmul peak (torch.mm, square {0}, all {1} threads, best burst)".format(p["size"], p["threads"]), "",
-        "| dtype | GFLOP/s |", "|---|---|", f"| fp32 | {p['fp32_gflops']:,.0f} |", f"| bf16 | {p['bf16_gflops']:,.0f} |",
+        "| dtype | GFLOP/s |", "|---|---|", f"| fp32 | {p['fp32_gflops']:,.0f} |",
+        f"| bf16 | {p['bf16_gflops']:,.0f} |",
         "", f"bf16 / fp32: {p['bf16_gflops'] / p['fp32_gflops']:.1f}x"])
 
 
@@ -95,10 +100,18 @@ def _train(t: dict, peak: dict | None, targets) -> str:
             flops = row["flops_per_token"] * row["tokens_per_s"] / 1e9
             mfu32, mfu16 = flops / peak["fp32_gflops"], flops / peak["bf16_gflops"]
         rows.append(f"| {row['setup']} | {SYSTEM_NAMES[row['system']]} | {row['per_step_s']:.3f} | "
-                    f"{row.get('per_step_wall_s', float('nan')):.3f} | {_fmt(row['tokens_per_s'])} | {'1.00x' if row['system'] == 'lmcore' else _fmt(rel, '.2f') + 'x'} | "
+                    f"{row.get('per_step_wall_s', float('nan')):.3f} | {_fmt(row['tokens_per_s'])} | "
+                    f"{'1.00x' if row['system'] == 'lmcore' else _x(rel)} | "
                     f"{_fmt(mfu32, '.1%')} | {_fmt(mfu16, '.1%')} | {row['peak_rss_mb']:,.0f} |")
         if row["system"] == "lmcore" and row["setup"] == "BERT-MLM" and mfu16 is not None:
-            targets.append(("MLM MFU >= 25% of the bf16 matmul peak", f"{mfu16:.1%}", mfu16 >= 0.25))
+            # Above 100% the peak was measured while other work held the cores: the figure proves nothing.
+            targets.append(("MLM MFU >= 25% of the bf16 matmul peak", f"{mfu16:.1%}",
+                            mfu16 >= 0.25 if mfu16 <= 1 else None))
+    if peak and any(r.get("tokens_per_s") and r["flops_per_token"] * r["tokens_per_s"] / 1e9 > peak["fp32_gflops"]
+                    and r["system"] != "lmcore" for r in t["rows"]):
+        rows.append("")
+        rows.append("**Caution:** an fp32 system above 100% of the fp32 peak means the peak was measured while "
+                    "other work held the cores; MFU figures from this session overstate.")
     for setup, peer, need in (("BERT-MLM", "trainer", 2.5), ("BERT-MLM", "simpletransformers", 4.0),
                               ("GPT-2-CLM", "trainer", 2.0), ("ELECTRA", "simpletransformers", 3.0)):
         a, p = by.get((setup, "lmcore")), by.get((setup, peer))
@@ -159,8 +172,8 @@ def _eval(e: dict, train: dict | None, targets) -> str:
     for row in e["rows"]:
         t = train_tps.get(row["setup"])
         ratio = row["tokens_per_s"] / t if t else None
-        rows.append(f"| {row['setup']} | {row['tokens_per_s']:,.0f} | {_fmt(t)} | {_fmt(ratio, '.2f')}x |")
-        targets.append((f"{row['setup']} evaluation >= 3x training tokens/s", _fmt(ratio, ".2f") + "x",
+        rows.append(f"| {row['setup']} | {row['tokens_per_s']:,.0f} | {_fmt(t)} | {_x(ratio)} |")
+        targets.append((f"{row['setup']} evaluation >= 3x training tokens/s", _x(ratio),
                         None if ratio is None else ratio >= 3))
     return "\n".join(rows)
 

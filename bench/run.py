@@ -301,6 +301,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--no-install", action="store_true", help="never install the peers' environments")
     p.add_argument("--write-results", action="store_true", help="write bench/RESULTS.md and bench/results.json")
     p.add_argument("--render", action="store_true", help="only re-render RESULTS.md from bench/results.json")
+    p.add_argument("--merge-json", nargs="+", default=None,
+                   help="fold the figures of earlier --json runs into bench/results.json and RESULTS.md")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.add_argument("--timeout", type=float, default=1800, help="seconds one worker may run")
     ns = p.parse_args(argv)
@@ -327,6 +329,10 @@ def main(argv=None) -> int:
     if ns.render:
         results = json.loads((common.BENCH / "results.json").read_text())
         (common.BENCH / "RESULTS.md").write_text(report.render(results))
+        return 0
+    for path in ns.merge_json or []:
+        write_results(json.loads(Path(path).read_text()))
+    if ns.merge_json:
         return 0
     started = time.time()
     if not ns.no_install and {"train", "data"} & set(ns.only):

@@ -82,7 +82,8 @@ def main() -> None:
     model = build_model(ns.setup, tokenizer)
     collator = hf.DataCollatorForLanguageModeling(tokenizer, mlm=mlm, mlm_probability=0.15)
     args = hf.TrainingArguments(output_dir=ns.out, per_device_train_batch_size=BATCH, max_steps=ns.steps,
-                                learning_rate=ns.lr, warmup_steps=max(1, ns.steps // 10), save_strategy="no", report_to="none",
+                                learning_rate=ns.lr, warmup_steps=max(1, ns.steps // 10), save_strategy="no",
+                                report_to="none",
                                 logging_strategy="no", use_cpu=True, disable_tqdm=True, seed=42)
     trainer = hf.Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                          processing_class=tokenizer)

@@ -10,7 +10,6 @@ with the final name is always complete, and an interrupted save leaves only a `.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import shutil
@@ -19,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+from . import atomic
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +54,12 @@ def save(folder: Path, write_model: Callable[[Path], None], state: dict) -> Path
     folder = Path(folder)
     for stale in [*folder.parent.glob("checkpoint-*.tmp-*"), *folder.parent.glob("checkpoint-*.old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    tmp.mkdir(parents=True)
-    write_model(tmp)
-    torch.save(state, tmp / STATE_FILE)
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            with open(f, "rb+") as fh:
-                os.fsync(fh.fileno())
-    old = None
-    if folder.exists():
-        old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    _fsync_dir(folder.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return folder
 
+    def write(tmp: Path) -> None:
+        write_model(tmp)
+        torch.save(state, tmp / STATE_FILE)
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return atomic.replace_folder(folder, write)
 
 
 def is_checkpoint(folder: str | Path) -> bool:

@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import atomic
 from .corpus import CorpusStats, content_hash, iter_lines
 from .tokenizer import fingerprint
 
@@ -79,13 +79,13 @@ def _build(files, tokenizer, dataset_type, block_size, folder: Path, strict_utf8
     prefix, suffix = special_affixes(tokenizer)
     content = block_size - len(prefix) - len(suffix)
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
-    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     stats = CorpusStats()
-    writer = _ExampleWriter(tmp, dtype, tokenizer)
     progress = _Progress(sum(f.stat().st_size for f in files))
-    try:
+    written = {}
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        writer = written["writer"] = _ExampleWriter(tmp, dtype, tokenizer)
         carry = np.zeros(0, dtype=np.int64)  # "simple" joins all files into one stream; "text" restarts per file
         for f in files:
             for ids in _encode_lines(tokenizer, iter_lines(f, strict_utf8, stats), progress):
@@ -107,13 +107,9 @@ def _build(files, tokenizer, dataset_type, block_size, folder: Path, strict_utf8
                 "num_examples": writer.count, "num_tokens": writer.num_tokens, "files": [str(f) for f in files],
                 "lines": stats.lines, "bytes": stats.bytes, "invalid_bytes_replaced": stats.invalid_bytes_replaced}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        _fsync_dir(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic.replace_folder(folder, write)
+    writer = written["writer"]
     progress.done(writer)
     if writer.count == 0:
         raise ValueError(f"corpus {', '.join(map(str, files))} produced no examples")
@@ -210,14 +206,6 @@ class _Progress:
         secs = time.time() - self.start
         log.info("Features: %d examples, %d tokens in %.1fs (%.1f MB/s)", writer.count, writer.num_tokens, secs,
                  self.seen / max(secs, 1e-9) / 1e6)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -64,8 +64,10 @@ def matmul_peak_flops(device_type: str, dtype_name: str) -> float:
 
     dtype = getattr(torch, dtype_name)
     n = 1024
-    a = torch.randn(n, n, device=device_type).to(dtype)
-    b = torch.randn(n, n, device=device_type).to(dtype)
+    # Constant operands: drawing random ones would move the global RNG, and with it every dropout mask after a
+    # resume (the peak is measured once per process, so only a resumed process would draw).
+    a = torch.full((n, n), 0.5, device=device_type, dtype=dtype)
+    b = torch.full((n, n), 0.25, device=device_type, dtype=dtype)
     (a @ b).sum().item()
     reps, start = 0, time.perf_counter()
     while reps < 3 or time.perf_counter() - start < 0.1:

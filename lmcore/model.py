@@ -6,14 +6,13 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 import transformers as hf
 
-from . import checkpoint, dist, electra, hardware
+from . import atomic, checkpoint, dist, electra, hardware
 from .args import ArgsError, LanguageModelingArgs
 from .corpus import resolve_files
 from .data import load_features
@@ -195,7 +194,7 @@ class LanguageModelingModel:
         state = fit(setup)
         self._resume_state = None
         if dist.is_main():
-            _write_into(out, self._save_to)
+            atomic.write_into(out, self._save_to)
             self._after_final_save(out)
             log.info("Saved the trained model to %s (%d steps, %d tokens)", out, state.step, state.tokens_seen)
         dist.barrier()
@@ -304,7 +303,7 @@ class LanguageModelingModel:
             raise ArgsError(f"save_{which.split('_')[0]}() is for ELECTRA models; this is {self.model_type!r}")
         out = Path(output_dir or self.args.output_dir)
         if dist.is_main():
-            _write_into(out, lambda tmp: electra.save_split(self.model, self.tokenizer, tmp, which=(which,)))
+            atomic.write_into(out, lambda tmp: electra.save_split(self.model, self.tokenizer, tmp, which=(which,)))
         return str(out / which)
 
     def _after_final_save(self, out: Path) -> None:
@@ -336,19 +335,3 @@ def _fit_config_to_tokenizer(config, tokenizer) -> None:
 
 def _millions(model) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
-
-
-def _write_into(out: Path, write) -> None:
-    """Write files into `out` without ever leaving a half-written file there: write into a temporary folder
-    beside it, then move each file into place (a rename, atomic per file)."""
-    tmp = out / f".tmp-final-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    for f in sorted(tmp.rglob("*")):
-        target = out / f.relative_to(tmp)
-        if f.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(f, target)
-    shutil.rmtree(tmp, ignore_errors=True)

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
 import transformers as hf
 
+from . import atomic
 from .args import LanguageModelingArgs
 from .corpus import CorpusStats, content_hash, iter_corpus
 from .registry import ModelType
@@ -51,7 +50,8 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     tok = base.train_new_from_iterator(_batches(iter_corpus(files, args.strict_utf8, stats)), **train_kwargs)
     tok.model_max_length = max_length
     log.info("Tokenizer: %d tokens from %d lines in %.1fs", len(tok), stats.lines, time.time() - start)
-    _save_atomically(tok, target)
+    # Another rank or process may finish the same tokenizer first: theirs is identical, keep it.
+    atomic.replace_folder(target, lambda tmp: tok.save_pretrained(str(tmp)), keep_existing=True)
     return load_tokenizer(str(target))
 
 
@@ -79,17 +79,6 @@ def _batches(lines, size: int = 1000):
                 batch = []
     if batch:
         yield batch
-
-
-def _save_atomically(tok, target: Path) -> None:
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tok.save_pretrained(str(tmp))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished the same tokenizer first: theirs is identical
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_tokenizer(name_or_dir: str):

@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, dist, hardware
+from . import atomic, checkpoint, dist, hardware
 from .args import LanguageModelingArgs
 from .data import Features, collate, epoch_batches
 from .evaluate import batch_generator
@@ -191,7 +191,7 @@ def _evaluate_and_keep_best(run: TrainSetup, state: State) -> None:
     if result["eval_loss"] < state.best_eval_loss:
         state.best_eval_loss = result["eval_loss"]
         if dist.is_main():
-            _replace_folder(Path(run.args.best_model_dir), run.save_model)
+            atomic.replace_folder(Path(run.args.best_model_dir), run.save_model)
     dist.barrier()
 
 
@@ -237,20 +237,6 @@ def _restore(saved: dict, optimizer) -> State:
                  tokens_seen=saved["tokens_seen"], train_loss=list(saved["train_loss"]),
                  learning_rate=list(saved["learning_rate"]), eval_history=list(saved["eval_history"]),
                  best_eval_loss=saved["best_eval_loss"])
-
-
-def _replace_folder(target: Path, write: Callable[[Path], None]) -> None:
-    import shutil
-
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _fmt(d: dict) -> str:

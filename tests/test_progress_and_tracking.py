@@ -31,3 +31,16 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     lrs = [lr_at(s, total=100, warmup=10, peak=1.0) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1 / 90) and lr_at(100, 100, 10, 1.0) == 0
+
+
+def test_measuring_the_matmul_peak_leaves_the_random_state_alone():
+    """The peak is measured once per process, after a resume has restored the RNG: drawing from the global RNG
+    there would change every later dropout mask of a resumed run."""
+    import torch
+
+    from lmcore.hardware import matmul_peak_flops
+
+    matmul_peak_flops.cache_clear()
+    before = torch.get_rng_state()
+    assert matmul_peak_flops("cpu", "float32") > 1e8
+    assert torch.equal(before, torch.get_rng_state())

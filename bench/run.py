@@ -408,13 +408,15 @@ def write_results(results: dict) -> None:
     if path.exists() and not results["quick"]:
         old = json.loads(path.read_text())
         if not old.get("quick"):
+            # Notes about a session's conditions lapse once its training figures are re-measured.
+            kept = [] if "train" in results["sections"] else old.get("notes", [])
             merge_train_rounds(old["sections"].get("train"), results["sections"].get("train"))
             merge_quality_rows(old["sections"].get("quality"), results["sections"].get("quality"))
             peaks = [p for p in (old["sections"].get("peak"), results["sections"].get("peak")) if p]
             results["sections"] = {**old.get("sections", {}), **results["sections"]}
             if len(peaks) == 2:  # the machine's peak: the best of every session's measurement
                 results["sections"]["peak"] = best_peak(*peaks)
-            results["notes"] = list(dict.fromkeys(old.get("notes", []) + results["notes"]))
+            results["notes"] = list(dict.fromkeys(kept + results["notes"]))
     path.write_text(json.dumps(results, indent=2))
     (common.BENCH / "RESULTS.md").write_text(report.render(results))
     log("wrote bench/RESULTS.md and bench/results.json")

@@ -50,11 +50,12 @@ def _machine(r: dict) -> str:
     m = r["machine"]
     return (f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, avx512_bf16: "
             f"{'yes' if m['avx512_bf16'] else 'no'}; torch {m['torch']}, transformers {m['transformers']}, "
-            f"Python {m['python']}; lmcore at commit {m['lmcore_commit']}. Date: {r['date']}.\n\n"
-            "| section | measured by | minutes |\n|---|---|---|\n"
-            + "\n".join(f"| {name} | `{s.get('measured', {}).get('command', r['command'])}` "
-                        f"({s.get('measured', {}).get('date', r['date'])}) | {s.get('seconds', 0) / 60:.1f} |"
-                        for name, s in r["sections"].items()))
+            f"Python {m['python']}. Date: {r['date']}.\n\n"
+            "| section | measured by | date | lmcore commit | minutes |\n|---|---|---|---|---|\n"
+            + "\n".join(f"| {name} | `{s.get('measured', {}).get('command', r['command'])}` | "
+                        f"{s.get('measured', {}).get('date', r['date'])} | "
+                        f"{s.get('measured', {}).get('commit', m['lmcore_commit'])} | {s.get('seconds', 0) / 60:.1f} |"
+                        for name, s in r["sections"].items()) + "\n")
 
 
 def _targets(targets) -> str:
@@ -120,7 +121,8 @@ def _train(t: dict, peak: dict | None, targets) -> str:
             targets.append((f"{setup} training tokens/s >= {need}x {SYSTEM_NAMES[peer]}", f"{ratio:.2f}x",
                             ratio >= need))
         else:
-            targets.append((f"{setup} training tokens/s >= {need}x {SYSTEM_NAMES[peer]}", "not run", None))
+            why = "no valid figure (a negative step-count difference: noise)" if a and p else "not run"
+            targets.append((f"{setup} training tokens/s >= {need}x {SYSTEM_NAMES[peer]}", why, None))
     return "\n".join(rows)
 
 

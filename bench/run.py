@@ -404,7 +404,8 @@ def write_results(results: dict) -> None:
     section remembers the command and date that measured it)."""
     path = common.BENCH / "results.json"
     for section in results["sections"].values():
-        section["measured"] = {"command": results["command"], "date": results["date"]}
+        section["measured"] = {"command": results["command"], "date": results["date"],
+                               "commit": results["machine"]["lmcore_commit"]}
     if path.exists() and not results["quick"]:
         old = json.loads(path.read_text())
         if not old.get("quick"):

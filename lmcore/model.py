@@ -195,7 +195,6 @@ class LanguageModelingModel:
         self._resume_state = None
         if dist.is_main():
             atomic.write_into(out, self._save_to)
-            self._after_final_save(out)
             log.info("Saved the trained model to %s (%d steps, %d tokens)", out, state.step, state.tokens_seen)
         dist.barrier()
         details = {"global_step": state.step, "train_loss": state.train_loss,
@@ -305,9 +304,6 @@ class LanguageModelingModel:
         if dist.is_main():
             atomic.write_into(out, lambda tmp: electra.save_split(self.model, self.tokenizer, tmp, which=(which,)))
         return str(out / which)
-
-    def _after_final_save(self, out: Path) -> None:
-        """Hook for objectives that write more at the end of training (ELECTRA's split models)."""
 
 
 def _seed_everything(seed: int) -> None:

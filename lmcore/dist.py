@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 
@@ -24,6 +25,15 @@ def init(use_cuda: bool) -> None:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         dist.init_process_group(backend="nccl" if gpu else "gloo", timeout=datetime.timedelta(minutes=30))
+        # Left to interpreter teardown, the group's C++ threads can outlive it and abort the process
+        # ("terminate called without an active exception", SIGABRT) after all work is done.
+        atexit.register(shutdown)
+
+
+def shutdown() -> None:
+    """Leave the process group (idempotent); called at exit by `init`, callable earlier by a script."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def active() -> bool:

@@ -1,5 +1,7 @@
 """Flow `finetune`: continue training the registered champion on what is in a corpus folder now, evaluate the new
 model and the champion on the same eval split, and move the alias `champion` only when perplexity improves.
+An ELECTRA model (registered as <name>-generator and <name>-discriminator) is fine-tuned as its champion pair and
+both aliases move together; its perplexity is the generator's.
 
 A folder whose content has not changed since the last run of this flow for the same model is not trained on
 again (the content hash is kept as a tag on the registered model).
@@ -21,8 +23,17 @@ from lmcore.corpus import content_hash, resolve_files
 from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
 from tasks.corpus import corpus_ready, prepare_corpus
+from tasks.electra import split_electra
 from tasks.evaluate import evaluate
-from tasks.models import CHALLENGER, CHAMPION, CORPUS_TAG, champion_folder, register_model
+from tasks.models import (
+    CHALLENGER,
+    CHAMPION,
+    CORPUS_TAG,
+    champion_folder,
+    champion_pair_folder,
+    electra_names,
+    register_model,
+)
 from tasks.pretrain import pretrain as pretrain_task
 
 
@@ -38,15 +49,22 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_f
             tracking.set_tags(run_id, {"outcome": "nothing new"})
             return {"mlflow_run_id": run_id, "trained": False, "reason": "corpus_dir is empty"}
         args = check_parameters(corpus_dir, dict(args or {}), nproc_per_node)
+        electra = not _registered(register_as) and all(_registered(n) for n in electra_names(register_as))
+        # Where the last corpus fingerprint is kept: the registered model, or for ELECTRA its discriminator.
+        holder = electra_names(register_as)[1] if electra else register_as
         fingerprint = content_hash(resolve_files(corpus_dir))
-        last = tracking.client().get_registered_model(register_as).tags.get(CORPUS_TAG) \
-            if _registered(register_as) else None
+        last = tracking.client().get_registered_model(holder).tags.get(CORPUS_TAG) if _registered(holder) else None
         if fingerprint == last and not force:
             logger().info("Nothing new in %s since the last fine-tuning of %s (content %s): not training",
                           corpus_dir, register_as, fingerprint[:12])
             tracking.set_tags(run_id, {"outcome": "nothing new", "corpus_hash": fingerprint})
             return {"mlflow_run_id": run_id, "trained": False, "reason": "nothing new in corpus_dir"}
-        champion_dir, model_type, old_version = champion_folder(register_as)
+        if electra:
+            champion_dir, old_versions = champion_pair_folder(register_as)
+            model_type, old_version = "electra", old_versions[holder]
+        else:
+            champion_dir, model_type, old_version = champion_folder(register_as)
+            old_versions = {register_as: old_version}
         tracking.log_params(run_id, {"model_type": model_type, "champion_version": old_version,
                                      "nproc_per_node": nproc_per_node, "eval_fraction": eval_fraction, "args": args,
                                      "corpus_hash": fingerprint})
@@ -63,31 +81,46 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_f
         new = evaluate(model_type, trained["output_dir"], prep["eval_file"], label="challenger",
                        parent_run_id=run_id, prefix="challenger_")
         tracking.log_metrics(run_id, {"perplexity": new["perplexity"]})
-        registered = register_model(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
-                                    tags={"corpus_hash": fingerprint, "fine_tuned_from": old_version},
-                                    parent_run_id=run_id, first_is_champion=False)
-        promoted = decide(register_as, registered["version"], old_version, old["perplexity"], new["perplexity"],
-                          run_id)
-        tracking.client().set_registered_model_tag(register_as, CORPUS_TAG, fingerprint)
+        tags = {"corpus_hash": fingerprint, "fine_tuned_from": old_version}
+        if electra:
+            registered = split_electra(trained["output_dir"], register_as, parent_run_id=run_id, tags=tags)
+            new_versions = {registered[part]["name"]: registered[part]["version"]
+                            for part in ("generator", "discriminator")}
+        else:
+            registered = register_model(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
+                                        tags=tags, parent_run_id=run_id, first_is_champion=False)
+            new_versions = {register_as: registered["version"]}
+        promoted = decide(new_versions, old_versions, old["perplexity"], new["perplexity"], run_id)
+        tracking.client().set_registered_model_tag(holder, CORPUS_TAG, fingerprint)
+    version = new_versions[holder]
     return {"mlflow_run_id": run_id, "trained": True, "promoted": promoted, "champion_perplexity": old["perplexity"],
-            "challenger_perplexity": new["perplexity"], "version": registered["version"],
-            "champion_version": registered["version"] if promoted else old_version}
+            "challenger_perplexity": new["perplexity"], "version": version,
+            "champion_version": version if promoted else old_version, "versions": new_versions,
+            "champion_versions": new_versions if promoted else old_versions}
 
 
-def decide(name: str, new_version: str, old_version: str, old_ppl: float, new_ppl: float, run_id: str) -> bool:
-    """Champion moves to the new version only on a strictly lower perplexity; the decision and both figures go
-    into the run log and onto the MLflow run."""
+def decide(new_versions: dict[str, str], old_versions: dict[str, str], old_ppl: float, new_ppl: float,
+           run_id: str) -> bool:
+    """Champion moves to the new versions only on a strictly lower perplexity (an ELECTRA pair moves together:
+    generator and discriminator); the decision and both figures go into the run log and onto the MLflow run."""
     c = tracking.client()
-    c.set_registered_model_alias(name, CHALLENGER, new_version)
+    for name, version in new_versions.items():
+        c.set_registered_model_alias(name, CHALLENGER, version)
     promoted = new_ppl < old_ppl
     if promoted:
-        c.set_registered_model_alias(name, CHAMPION, new_version)
-    decision = (f"{name} v{new_version} perplexity {new_ppl:.4f} vs champion v{old_version} {old_ppl:.4f}: "
-                + (f"promoted to {CHAMPION}" if promoted else f"not better, {CHAMPION} stays v{old_version}"))
+        for name, version in new_versions.items():
+            c.set_registered_model_alias(name, CHAMPION, version)
+    new, old = _versions(new_versions), _versions(old_versions)
+    decision = (f"{new} perplexity {new_ppl:.4f} vs champion {old} {old_ppl:.4f}: "
+                + (f"promoted to {CHAMPION}" if promoted else f"not better, {CHAMPION} stays {old}"))
     logger().info("%s", decision)
     tracking.set_tags(run_id, {"decision": "promoted" if promoted else "kept champion", "decision_detail": decision,
                                "outcome": "trained"})
     return promoted
+
+
+def _versions(versions: dict[str, str]) -> str:
+    return " + ".join(f"{name} v{version}" for name, version in versions.items())
 
 
 def _registered(name: str) -> bool:

@@ -114,6 +114,53 @@ def champion_folder(name: str) -> tuple[str, str, str]:
     return str(folder), model_type, str(mv.version)
 
 
+def electra_names(name: str) -> tuple[str, str]:
+    """The two registered models an ELECTRA run registered as `name` writes."""
+    return f"{name}-generator", f"{name}-discriminator"
+
+
+def champion_pair_folder(name: str) -> tuple[str, dict[str, str]]:
+    """ELECTRA registered as <name>-generator and <name>-discriminator: both champions as one local pair folder
+    (generator_model/ + discriminator_model/, the layout the engine trains from). Returns (folder, {registered
+    name: version}). The two champions must come from one run: a pair mixed from two trainings is refused."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    tracking.use_store()
+    c = tracking.client()
+    parts = {}
+    for registered in electra_names(name):
+        try:
+            parts[registered] = c.get_model_version_by_alias(registered, CHAMPION)
+        except MlflowException as e:
+            raise ValueError(f"register_as={name!r}: {registered!r} has no version with alias {CHAMPION!r} (an "
+                             f"ELECTRA model is registered as {name}-generator and {name}-discriminator by the "
+                             f"pretrain flow with register_as={name!r}) ({e})") from None
+    gen, disc = parts.values()
+    if gen.run_id != disc.run_id:
+        raise ValueError(f"register_as={name!r}: the {CHAMPION} generator (v{gen.version}, run {gen.run_id}) and "
+                         f"discriminator (v{disc.version}, run {disc.run_id}) come from different runs; point "
+                         f"both aliases at versions of one run")
+    folder = pipeline_home() / "registered" / f"{name}-g{gen.version}-d{disc.version}"
+    if not (folder / "discriminator_model" / "config.json").exists():
+        tmp = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        components = mlflow.transformers.load_model(f"models:/{gen.name}/{gen.version}", return_type="components")
+        components["model"].save_pretrained(str(tmp / "generator_model"))
+        components["tokenizer"].save_pretrained(str(tmp / "generator_model"))
+        # The discriminator is a pyfunc whose artifact is the HF folder; its place inside is written in MLmodel.
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{disc.name}/{disc.version}",
+                                                         dst_path=str(tmp / "download")))
+        inner = Model.load(str(local)).flavors["python_function"]["artifacts"]["discriminator"]["path"]
+        shutil.move(str(local / inner), str(tmp / "discriminator_model"))
+        shutil.rmtree(tmp / "download")
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    return str(folder), {gen.name: str(gen.version), disc.name: str(disc.version)}
+
+
 def _model_type_of(folder: Path) -> str:
     import json
 

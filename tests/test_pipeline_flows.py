@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from pipeline_support import QUIET_ENV, SAMPLE, TINY, child_runs, write_lines
+from pipeline_support import QUIET_ENV, SAMPLE, TINY, TINY_ELECTRA, child_runs, write_lines
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,52 @@ def test_champion_moves_only_when_perplexity_improves_and_unchanged_folder_is_sk
     assert str(client.get_model_version_by_alias("lm-test", "champion").version) == "2"
     assert str(client.get_model_version_by_alias("lm-test", "challenger").version) == worse["version"] == "3"
     assert client.get_run(worse["mlflow_run_id"]).data.tags["decision"] == "kept champion"
+
+
+def test_electra_pair_is_fine_tuned_and_both_champions_move_together(home):
+    """ELECTRA is registered as two models; the finetune flow trains on from the champion pair (downloaded from
+    MLflow unchanged) and moves both aliases together, or neither."""
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    from flows.finetune import finetune
+    from flows.pretrain import pretrain
+    from tasks import tracking
+
+    client = tracking.client()
+    names = ("el-test-generator", "el-test-discriminator")
+    base = pretrain(corpus=str(write_lines(home / "electra-base.txt", lines(1500))), model_type="electra",
+                    args=TINY_ELECTRA, register_as="el-test", experiment="electra-champion")
+    assert {base["registered"][part]["version"] for part in ("generator", "discriminator")} == {"1"}
+
+    incoming = home / "electra-incoming"
+    write_lines(incoming / "day1.txt", lines(1500, start=1500))
+    tune = {"max_seq_length": 64, "max_steps": 40, "learning_rate": 1e-3, "save_steps": -1}
+    better = finetune(corpus_dir=str(incoming), register_as="el-test", args=tune)
+    assert better["trained"] and better["promoted"]
+    assert better["challenger_perplexity"] < better["champion_perplexity"]
+    assert better["champion_versions"] == {name: "2" for name in names}
+    assert [str(client.get_model_version_by_alias(n, "champion").version) for n in names] == ["2", "2"]
+    run = client.get_run(better["mlflow_run_id"])
+    assert run.data.tags["decision"] == "promoted" and "el-test-discriminator v1" in run.data.tags["decision_detail"]
+    assert "champion_discriminator_accuracy" in run.data.metrics and "challenger_generator_perplexity" in \
+        run.data.metrics
+    # The pair it started from is the registered champion, weights bit-equal after the round trip through MLflow.
+    pair = home / "pipeline" / "registered" / "el-test-g1-d1"
+    for part in ("generator_model", "discriminator_model"):
+        got, trained = (load_file(str(Path(d) / part / "model.safetensors")) for d in (pair, base["output_dir"]))
+        assert got.keys() == trained.keys() and all(torch.equal(got[k], trained[k]) for k in got)
+
+    assert finetune(corpus_dir=str(incoming), register_as="el-test")["reason"] == "nothing new in corpus_dir"
+
+    worse = finetune(corpus_dir=str(incoming), register_as="el-test", force=True,
+                     args={**tune, "max_steps": 6, "learning_rate": 1.0, "warmup_steps": 1})
+    assert worse["trained"] and not worse["promoted"]
+    assert worse["challenger_perplexity"] > worse["champion_perplexity"]
+    assert [str(client.get_model_version_by_alias(n, "champion").version) for n in names] == ["2", "2"]
+    assert [str(client.get_model_version_by_alias(n, "challenger").version) for n in names] == ["3", "3"]
 
 
 def test_failing_run_is_failed_in_mlflow_and_not_retried(home):

@@ -169,7 +169,7 @@ def _padding(p: dict, targets) -> str:
 def _eval(e: dict, train: dict | None, targets) -> str:
     train_tps = {row["setup"]: row["tokens_per_s"] for row in (train or {}).get("rows", [])
                  if row["system"] == "lmcore"}
-    rows = [f"## Evaluation (lmcore eval_model, eval_batch_size {e['eval_batch_size']}, features cached)", "",
+    rows = [f"## Evaluation (lmcore eval_model, eval_batch_size {e['eval_batch_size']}, features cached, best of 3 calls)", "",
             "| config | eval tokens/s | lmcore training tokens/s | ratio |", "|---|---|---|---|"]
     for row in e["rows"]:
         t = train_tps.get(row["setup"])

@@ -55,6 +55,7 @@ class LanguageModelingModel:
         # Models start identical on every rank (seeded above); dropout then differs per rank.
         _seed_everything(self.args.seed + dist.rank())
         hardware.choose_attention(self.model, self.device)
+        hardware.fuse_activations(self.model)
         self.model.to(self.device)
 
     # ---- construction -----------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import transformers
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
 from lmcore import LanguageModelingModel
@@ -63,3 +64,71 @@ def test_masked_only_head_gives_the_full_models_loss(model_type):
         full_sum, full_n = token_loss_sum(model(input_ids=ids, attention_mask=attn).logits, labels, causal=False)
     assert int(fast_n) == int(full_n) > 0
     torch.testing.assert_close(fast_sum, full_sum, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "openai-gpt"])
+def test_chunked_causal_head_gives_the_full_models_loss_and_gradients(model_type):
+    """Causal training scores the vocabulary a chunk of rows at a time with hand-computed gradients; loss and
+    every parameter's gradient must equal plain transformers' (full logits, its own shifted loss)."""
+    from lmcore.objectives import LanguageModelForTraining
+    from lmcore.registry import get_model_type
+
+    spec = get_model_type(model_type)
+    torch.manual_seed(0)
+    config = spec.config_cls(vocab_size=300, n_embd=32, n_layer=2, n_head=2, n_positions=200)
+    model = spec.clm_cls(config).eval()  # no dropout: the two passes must see the same network
+    ids = torch.randint(0, 300, (3, 150))  # 447 scored rows: two chunks of the head
+    attn = torch.ones_like(ids)
+    attn[2, 100:] = 0
+    labels = ids.masked_fill(attn == 0, -100)
+
+    ours_sum, ours_n = LanguageModelForTraining(model, causal=True)(ids, attn, labels)
+    (ours_sum / ours_n).backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    reference = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+    reference.backward()
+    assert int(ours_n) == 2 * 149 + 99
+    torch.testing.assert_close(ours_sum / ours_n, reference, rtol=1e-5, atol=1e-5)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():
+        eval_sum, _ = LanguageModelForTraining(model, causal=True)(ids, attn, labels)
+    torch.testing.assert_close(eval_sum / ours_n, reference.detach(), rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_linear_loss_with_bias_and_bf16_autocast():
+    from lmcore.objectives import linear_loss_sum
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(24, 500)
+    hidden = torch.randn(600, 24, requires_grad=True)
+    labels = torch.randint(0, 500, (600,))
+    labels[::5] = -100
+    loss, n = linear_loss_sum(hidden, head, labels)
+    loss.backward()
+    got = (hidden.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone())
+    hidden.grad = head.weight.grad = head.bias.grad = None
+    ref = torch.nn.functional.cross_entropy(head(hidden), labels, reduction="sum")
+    ref.backward()
+    assert int(n) == 480
+    torch.testing.assert_close(loss, ref)
+    for a, b in zip(got, (hidden.grad, head.weight.grad, head.bias.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, _ = linear_loss_sum(hidden, head, labels)
+    assert abs(float(low.detach()) - float(ref.detach())) / float(ref.detach()) < 1e-2
+
+
+def test_fused_gelu_swap_keeps_gpt2_outputs():
+    """GPT-2's gelu_new is swapped for the one-kernel tanh GELU; the network's function must not change."""
+    from lmcore import hardware
+
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=2,
+                                                                 n_positions=64)).eval()
+    ids = torch.randint(0, 300, (2, 40))
+    before = model(input_ids=ids).logits
+    assert hardware.fuse_activations(model) == 2
+    assert not any(type(m).__name__ == "NewGELUActivation" for m in model.modules())
+    torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=1e-5, atol=1e-5)

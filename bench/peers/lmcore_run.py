@@ -80,7 +80,8 @@ def _eval(lm, eval_file: str) -> dict:
 
 
 def cmd_eval(ns) -> dict:
-    """Evaluation tokens/s: the features are built by a first call, the second (cache hit) is timed."""
+    """Evaluation tokens/s: the features are built by a first call, then the best of three timed calls (cache
+    hit; best of, as training takes the best of its rounds: this machine is shared and noisy)."""
     from lmcore.data import load_features
     from lmcore.tokenizer import load_tokenizer
 
@@ -88,9 +89,11 @@ def cmd_eval(ns) -> dict:
     _eval(lm, ns.corpus)
     tok = load_tokenizer(ns.tokenizer)
     features = load_features([Path(ns.corpus)], tok, "simple", BLOCK, ns.cache)
-    start = time.perf_counter()
-    result = _eval(lm, ns.corpus)
-    seconds = time.perf_counter() - start
+    seconds = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        result = _eval(lm, ns.corpus)
+        seconds = min(seconds, time.perf_counter() - start)
     return {"eval_s": seconds, "tokens": features.num_tokens, "tokens_per_s": features.num_tokens / seconds,
             **result}
 

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 IGNORE = -100
-EVAL_CHUNK_ELEMENTS = 1 << 20
 HEAD_CHUNK_ROWS = 256
 """Rows of hidden states projected onto the vocabulary at a time by `linear_loss_sum` (fastest of 128/256/512
 on the bench's GPT-2: 256 rows x 8000 fp32 logits = 8 MB, cache-sized)."""
@@ -57,19 +56,8 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> 
     if causal:
         logits, labels = logits[:, :-1], labels[:, 1:]
     count = (labels != IGNORE).sum()
-    if torch.is_grad_enabled() or logits.dim() == 2:
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
-                               ignore_index=IGNORE, reduction="sum")
-        return loss, count
-    # Without gradients (evaluation), score a few sequences at a time: their fp32 logits stay in cache, which
-    # makes causal-LM evaluation's loss ~10x faster on CPU than one pass over a (B, T, V) fp32 copy. (With
-    # gradients the sliced backward costs more than it saves.)
-    rows = max(1, EVAL_CHUNK_ELEMENTS // (logits.shape[1] * logits.shape[2]))
-    loss = logits.new_zeros((), dtype=torch.float32)
-    for i in range(0, logits.shape[0], rows):
-        chunk = logits[i:i + rows]
-        loss = loss + F.cross_entropy(chunk.reshape(-1, chunk.shape[-1]).float(), labels[i:i + rows].reshape(-1),
-                                      ignore_index=IGNORE, reduction="sum")
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
     return loss, count
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from lmcore.atomic import replace_folder
+
 from . import tracking
 from .common import logger, pipeline_home
 
@@ -92,8 +94,6 @@ def register_model(model_type: str, model_dir: str, register_as: str | None = No
 
 def champion_folder(name: str) -> tuple[str, str, str]:
     """The model registered as `name`@champion as a local HF folder: (folder, model_type, version)."""
-    import mlflow
-
     tracking.use_store()
     c = tracking.client()
     try:
@@ -103,13 +103,7 @@ def champion_folder(name: str) -> tuple[str, str, str]:
                          f"(train one first: the pretrain flow with register_as={name!r}) ({e})") from None
     folder = pipeline_home() / "registered" / f"{name}-v{mv.version}"
     if not (folder / "config.json").exists():
-        components = mlflow.transformers.load_model(f"models:/{name}/{mv.version}", return_type="components")
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        components["model"].save_pretrained(str(tmp))
-        components["tokenizer"].save_pretrained(str(tmp))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        replace_folder(folder, lambda tmp: _save_transformers_model(f"models:/{name}/{mv.version}", tmp))
     model_type = mv.tags.get("model_type") or _model_type_of(folder)
     return str(folder), model_type, str(mv.version)
 
@@ -144,21 +138,26 @@ def champion_pair_folder(name: str) -> tuple[str, dict[str, str]]:
                          f"both aliases at versions of one run")
     folder = pipeline_home() / "registered" / f"{name}-g{gen.version}-d{disc.version}"
     if not (folder / "discriminator_model" / "config.json").exists():
-        tmp = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        components = mlflow.transformers.load_model(f"models:/{gen.name}/{gen.version}", return_type="components")
-        components["model"].save_pretrained(str(tmp / "generator_model"))
-        components["tokenizer"].save_pretrained(str(tmp / "generator_model"))
-        # The discriminator is a pyfunc whose artifact is the HF folder; its place inside is written in MLmodel.
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{disc.name}/{disc.version}",
-                                                         dst_path=str(tmp / "download")))
-        inner = Model.load(str(local)).flavors["python_function"]["artifacts"]["discriminator"]["path"]
-        shutil.move(str(local / inner), str(tmp / "discriminator_model"))
-        shutil.rmtree(tmp / "download")
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        def write(tmp: Path) -> None:
+            _save_transformers_model(f"models:/{gen.name}/{gen.version}", tmp / "generator_model")
+            # The discriminator is a pyfunc whose artifact is the HF folder; its place inside is written in MLmodel.
+            local = Path(mlflow.artifacts.download_artifacts(f"models:/{disc.name}/{disc.version}",
+                                                             dst_path=str(tmp / "download")))
+            inner = Model.load(str(local)).flavors["python_function"]["artifacts"]["discriminator"]["path"]
+            shutil.move(str(local / inner), str(tmp / "discriminator_model"))
+            shutil.rmtree(tmp / "download")
+
+        replace_folder(folder, write)
     return str(folder), {gen.name: str(gen.version), disc.name: str(disc.version)}
+
+
+def _save_transformers_model(uri: str, folder: Path) -> None:
+    """A transformers-flavour logged model as a plain HF folder (model + tokenizer) the engine loads."""
+    import mlflow
+
+    components = mlflow.transformers.load_model(uri, return_type="components")
+    components["model"].save_pretrained(str(folder))
+    components["tokenizer"].save_pretrained(str(folder))
 
 
 def _model_type_of(folder: Path) -> str:

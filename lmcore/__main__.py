@@ -105,9 +105,9 @@ def _run(command: str, spec: dict, LanguageModelingModel, dist, tracker) -> dict
                                   discriminator_name=spec.get("discriminator_name"), tracker=tracker)
     result: dict = {}
     if command == "train":
-        step, details = model.train_model(spec["train_files"], eval_file=spec.get("eval_files"))
+        step, _ = model.train_model(spec["train_files"], eval_file=spec.get("eval_files"))
         result["global_step"] = step
-        result["tokens_seen"] = details["tokens_seen"]
+        result["tokens_seen"] = model.training_details["tokens_seen"]
     if spec.get("eval_files"):
         result.update(model.eval_model(spec["eval_files"]))
     if dist.is_main():

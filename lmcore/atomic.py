@@ -80,3 +80,19 @@ def write_into(folder: Path, write: Callable[[Path], None]) -> None:
         fsync_dir(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write one text file so that a reader sees the old content or the new, never a part: a temporary file in
+    the same folder, fsynced, then renamed over `path`."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

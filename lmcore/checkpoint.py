@@ -1,6 +1,7 @@
 """Checkpoints: one state that is both what is saved and what resume loads.
 
-`checkpoint-<step>/` holds the model and tokenizer in Hugging Face format (loadable on their own), `model_args.json`,
+`checkpoint-<step>/` (every `save_steps`, and at evaluations) and `checkpoint-<step>-epoch-<n>/` (at the end of epoch
+n) hold the model and tokenizer in Hugging Face format (loadable on their own), `model_args.json`,
 and `training_state.pt`: optimizer, step, epoch, position in the epoch's data order, tokens seen, loss history and
 every RNG state of this process. It is written under a temporary name, fsynced, then renamed: a checkpoint folder
 with the final name is always complete, and an interrupted save leaves only a `.tmp-*` folder that is never loaded
@@ -24,7 +25,7 @@ from . import atomic
 log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.pt"
-_NAME = re.compile(r"^checkpoint-(\d+)$")
+_NAME = re.compile(r"^checkpoint-(\d+)(?:-epoch-(\d+))?$")
 
 
 def rng_state() -> dict:
@@ -73,8 +74,8 @@ def find(output_dir: str | Path) -> list[Path]:
         for p in Path(output_dir).iterdir():
             m = _NAME.match(p.name)
             if m and is_checkpoint(p):
-                out.append((int(m.group(1)), p))
-    return [p for _, p in sorted(out)]
+                out.append((int(m.group(1)), m.group(2) is not None, p.name, p))
+    return [entry[-1] for entry in sorted(out)]
 
 
 def latest(output_dir: str | Path) -> Path | None:

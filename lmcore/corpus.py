@@ -2,9 +2,11 @@
 
 `resolve_files` turns what a user passes (a file, a directory, a list of either) into a sorted list of files and
 checks each one cheaply (exists, readable, not empty, not whitespace only, not binary). `iter_lines` then streams a
-file as text with bounded memory: gzip is detected by its magic bytes, a UTF-8 BOM is dropped, CRLF and lone CR
-become line ends, invalid UTF-8 is replaced and counted (or raised with the byte offset under `strict_utf8`), and a
-line longer than `MAX_SEGMENT` characters is cut at whitespace into pieces so one enormous line never sits in memory.
+file as text with bounded memory: gzip is detected by its magic bytes, a BOM is dropped, CRLF and lone CR become
+line ends, bytes invalid in the file's encoding (UTF-8 unless told otherwise) are replaced and counted (or raised with
+the byte offset under `strict_utf8`), and a line longer than `MAX_SEGMENT` characters is cut at whitespace into
+pieces so one enormous line never sits in memory. `iter_rows` reads the "text" column of a CSV / TSV / JSON Lines
+file (or the lines of a text file) through `datasets` instead, for corpora kept in those containers.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class CorpusStats:
     lines: int = 0
     invalid_bytes_replaced: int = 0
     files_with_invalid_bytes: list = field(default_factory=list)
+    rows_skipped: int = 0
+    """Rows read through `datasets` whose text was empty or not a string."""
 
 
 def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -103,11 +107,13 @@ def _open_binary(path: Path):
     return gzip.open(path, "rb") if magic == GZIP_MAGIC else open(path, "rb")
 
 
-def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None = None) -> Iterator[str]:
-    """Yield the lines of one file (without line ends, blank lines included, long lines in pieces)."""
+def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None = None,
+               encoding: str | None = None) -> Iterator[str]:
+    """Yield the lines of one file (without line ends, blank lines included, long lines in pieces), decoded with
+    `encoding` (a Python codec name; None: UTF-8)."""
     stats = stats if stats is not None else CorpusStats()
-    replaced = _Replacements()
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+    replaced = _Replacements(encoding or "utf-8")
+    decoder = codecs.getincrementaldecoder(replaced.codec)(errors="strict")
     consumed = 0
     pending = ""
     first = True
@@ -119,7 +125,7 @@ def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None 
             consumed += len(chunk)
             if first and text.startswith("\ufeff"):
                 text = text[1:]
-            first = False
+            first = first and not text
             text = pending + text
             held = ""  # a CR at the end of a chunk may be the first half of a CRLF
             if not final and text.endswith("\r"):
@@ -145,12 +151,15 @@ def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None 
     if replaced.count:
         stats.invalid_bytes_replaced += replaced.count
         stats.files_with_invalid_bytes.append(str(path))
-        log.warning("%s: %d invalid UTF-8 byte(s) replaced with U+FFFD (first at byte offset %d); "
-                    "set strict_utf8=True to make this an error", path, replaced.count, replaced.first_offset)
+        log.warning("%s: %d invalid %s byte(s) replaced with U+FFFD (first at byte offset %d); "
+                    "set strict_utf8=True to make this an error", path, replaced.count, replaced.name,
+                    replaced.first_offset)
 
 
 class _Replacements:
-    def __init__(self):
+    def __init__(self, encoding: str):
+        self.codec = codecs.lookup(encoding).name
+        self.name = "UTF-8" if self.codec == "utf-8" else encoding  # messages use the name the user gave
         self.count = 0
         self.first_offset = None
 
@@ -162,7 +171,7 @@ def _decode(decoder, chunk: bytes, final: bool, consumed: int, path: Path, stric
     except UnicodeDecodeError as e:
         offset = consumed - buffered + e.start
         if strict:
-            raise CorpusError(f"{path}: invalid UTF-8 at byte offset {offset} (strict_utf8=True)") from None
+            raise CorpusError(f"{path}: invalid {replaced.name} at byte offset {offset} (strict_utf8=True)") from None
     # Decode this chunk again, replacing each bad sequence and counting the bytes replaced.
     data = decoder.getstate()[0] + chunk
     decoder.reset()
@@ -173,7 +182,7 @@ def _decode(decoder, chunk: bytes, final: bool, consumed: int, path: Path, stric
             return "".join(out)
         except UnicodeDecodeError as e:
             good = data[pos:pos + e.start]
-            out.append(good.decode("utf-8"))
+            out.append(good.decode(replaced.codec))
             decoder.reset()
             if replaced.first_offset is None:
                 replaced.first_offset = consumed - buffered + pos + e.start
@@ -197,9 +206,53 @@ def _cut(text: str) -> tuple[str, str]:
     return text[:cut], text[cut:].lstrip(" ")
 
 
-def iter_corpus(files: list[Path], strict_utf8: bool = False, stats: CorpusStats | None = None) -> Iterator[str]:
+def iter_corpus(files: list[Path], strict_utf8: bool = False, stats: CorpusStats | None = None,
+                encoding: str | None = None) -> Iterator[str]:
     for f in files:
-        yield from iter_lines(f, strict_utf8=strict_utf8, stats=stats)
+        yield from iter_lines(f, strict_utf8=strict_utf8, stats=stats, encoding=encoding)
+
+
+_HF_BUILDERS = {"text": ("text", {}), "csv": ("csv", {}), "tsv": ("csv", {"delimiter": "\t"}),
+                "json": ("json", {}), "jsonl": ("json", {})}
+ROWS_PER_READ = 1000
+
+
+def iter_rows(path: Path, data_format: str, cache_dir: str | None = None, stats: CorpusStats | None = None,
+              encoding: str | None = None) -> Iterator[str]:
+    """Yield the "text" column of one file read by `datasets` in `data_format` (text, csv, tsv, json, jsonl).
+
+    `datasets` converts the file to Arrow once (cached under `cache_dir`) and the rows are then read a thousand
+    at a time from the memory-mapped table, so memory stays flat however large the file. Rows that are empty or
+    not strings are skipped and counted; a row longer than MAX_SEGMENT characters is yielded in pieces.
+    """
+    import datasets
+
+    stats = stats if stats is not None else CorpusStats()
+    if data_format not in _HF_BUILDERS:
+        raise CorpusError(f"{path}: data_format={data_format!r} is not one of {', '.join(_HF_BUILDERS)}")
+    builder, options = _HF_BUILDERS[data_format]
+    if builder == "csv":
+        options = {**options, "na_filter": False}  # a row reading "NA" or "null" is text, not a missing value
+    if encoding:
+        options = {**options, "encoding": encoding}
+    try:
+        table = datasets.load_dataset(builder, data_files=[str(path)], split="train", cache_dir=cache_dir, **options)
+    except Exception as e:  # datasets raises many types for unreadable files; name the file whatever it was
+        raise CorpusError(f"{path}: cannot be read as {data_format} by datasets ({type(e).__name__}: {e})") from e
+    if "text" not in table.column_names:
+        raise CorpusError(f"{path}: no 'text' column to read (columns: {', '.join(table.column_names) or 'none'})")
+    first = True
+    for batch in table.select_columns(["text"]).iter(batch_size=ROWS_PER_READ):
+        for row in batch["text"]:
+            if first and isinstance(row, str):  # text files keep a BOM in their first row; the plain reader drops it
+                row, first = row.removeprefix("\ufeff"), False
+            if not isinstance(row, str) or not row.strip():
+                stats.rows_skipped += 1
+                continue
+            stats.lines += 1
+            yield from _segments(row)
+    stats.files += 1
+    stats.bytes += path.stat().st_size
 
 
 def content_hash(files: list[Path]) -> str:

@@ -110,6 +110,8 @@ class ElectraObjective:
     def _forward(self, model, batch, generator):
         ids, attn = batch["input_ids"], batch["attention_mask"]
         scored = maskable(ids, attn, self.special_ids.to(ids.device))
+        if "score_mask" in batch:  # sliding-window evaluation: the overlap with the previous window is context only
+            scored = scored & batch["score_mask"]
         masked_inputs, labels = mask_tokens(ids, scored, self.mask_id, self.vocab_size, self.mlm_probability,
                                             generator)
         noise = gumbel_noise(int((labels != IGNORE).sum()), self.vocab_size, generator)

@@ -2,7 +2,8 @@
 
 Batches are fixed (examples in file order) and the masks of batch b come from a generator seeded with (seed, b), so
 two evaluations of the same model agree exactly, whatever the number of processes: rank r scores batches
-r, r + world, ... and the sums are added over ranks.
+r, r + world, ... and the sums are added over ranks. With sliding-window features each batch carries a score_mask,
+so the context a window shares with the previous one is not scored twice.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def evaluate(model, objective, features: Features, batch_size: int, pad_id: int,
     sums = {k: np.zeros(shape) for k, shape in shapes.items()}
     n = len(features)
     for b in range(dist.rank(), math.ceil(n / batch_size), dist.world()):
-        batch = collate(features, range(b * batch_size, min((b + 1) * batch_size, n)), pad_id)
+        batch = collate(features, range(b * batch_size, min((b + 1) * batch_size, n)), pad_id, score=True)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast():
             out = objective.eval_sums(model, batch, batch_generator(seed, EVAL_SEED_SALT, b))

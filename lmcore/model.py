@@ -3,7 +3,11 @@ beside it: args, registry, tokenizer, data, objectives, train, evaluate, checkpo
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import logging
+import math
 import os
 import random
 from pathlib import Path
@@ -12,7 +16,7 @@ import numpy as np
 import torch
 import transformers as hf
 
-from . import atomic, checkpoint, dist, electra, hardware
+from . import atomic, checkpoint, compat, dist, electra, hardware, tracking
 from .args import ArgsError, LanguageModelingArgs
 from .corpus import resolve_files
 from .data import load_features
@@ -22,7 +26,8 @@ from .objectives import LanguageModelForTraining, LanguageModelObjective
 from .registry import MODEL_TYPES, ModelType, get_model_type
 from .tokenizer import load_tokenizer, padding_id, train_tokenizer
 from .tracking import NullTracker
-from .train import TrainSetup, fit
+from .generate import GenerationArgs, generate_text
+from .train import TrainSetup, fit, write_results
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +39,37 @@ class LanguageModelingModel:
     (LanguageModelingArgs), `device`.
     """
 
-    def __init__(self, model_type: str, model_name: str | None, args: LanguageModelingArgs | dict | None = None,
-                 train_files=None, generator_name: str | None = None, discriminator_name: str | None = None,
-                 use_cuda: bool = True, cuda_device: int = -1, tracker=None, **kwargs):
-        self.args = LanguageModelingArgs.from_any(args)
+    def __init__(self, model_type: str, model_name: str | None, generator_name: str | None = None,
+                 discriminator_name: str | None = None, train_files=None,
+                 args: LanguageModelingArgs | dict | None = None, use_cuda: bool = True, retrieval_model=None,
+                 adapter_name: str | None = None, cuda_device: int = -1, tracker=None, **kwargs):
+        """`model_type` (bert, camembert, distilbert, electra, gpt2, longformer, openai-gpt, roberta) and
+        `model_name`: None to train from scratch (then `train_files` trains the tokenizer), a saved model folder
+        (its model_args.json is read; `args` override it), a checkpoint (training continues from it), or a hub
+        name found in the local Hugging Face cache. ELECTRA from separate models: `model_name="electra"` with
+        `generator_name` / `discriminator_name`. `tracker` receives params and per-step metrics."""
+        self.args = _initial_args(model_name, args)
         self.model_type = model_type
         self.tracker = tracker or NullTracker()
+        self.results: dict = {}
+        self.training_details: dict = {}
         self._resume_state: dict | None = None
+        self._warned: set = set()
+        if retrieval_model is not None or adapter_name is not None:
+            raise ArgsError("retrieval_model / adapter_name: retrieval-augmented training and PEFT adapters are not "
+                            "provided here")
+        _warn_unused(kwargs, "LanguageModelingModel()")
+        compat.warn_inert(self.args, self._warned)
         self._check(model_type, model_name, train_files, generator_name, discriminator_name)
         self.spec: ModelType = get_model_type(model_type)
+        if self.args.thread_count:
+            torch.set_num_threads(self.args.thread_count)
+        _check_local_rank(self.args.local_rank)
+        if self.args.local_rank != -1 and cuda_device == -1:
+            cuda_device = self.args.local_rank
         self.device = self._pick_device(use_cuda, cuda_device)
         dist.init(use_cuda)
+        self.args.model_name, self.args.model_type = model_name, model_type
         _seed_everything(self.args.seed)
         if model_type == "electra":
             electra.init_electra(self, model_name, train_files, generator_name, discriminator_name)
@@ -52,6 +77,7 @@ class LanguageModelingModel:
             self._init_from_scratch(train_files)
         else:
             self._init_pretrained(model_name)
+        self._add_special_tokens()
         # Models start identical on every rank (seeded above); dropout then differs per rank.
         _seed_everything(self.args.seed + dist.rank())
         hardware.choose_attention(self.model, self.device)
@@ -161,47 +187,84 @@ class LanguageModelingModel:
     # ---- training ---------------------------------------------------------------------------------------------
     def train_model(self, train_file, output_dir: str | None = None, show_running_loss: bool = True,
                     args: dict | None = None, eval_file=None, verbose: bool = True, **kwargs):
-        """Train on `train_file` (a file, a directory or a list). Returns (global_step, details): details holds
-        the per-step `train_loss` and `learning_rate`, and `eval_history` when evaluating during training."""
-        if args:
-            self.args.update_from_dict(args)
-            problems = self.args.problems()
-            if problems:
-                raise ArgsError("invalid settings:\n  " + "\n  ".join(problems))
+        """Train on `train_file` (a file, a directory or a list). `args` changes settings for good. Returns
+        (global_step, mean training loss), or (global_step, the evaluation scores dict of lists) when evaluating
+        during training, as Simple Transformers does; `self.training_details` keeps the per-step history."""
+        self._apply_args(args)
+        _warn_unused(kwargs, "train_model()")
         out = Path(output_dir or self.args.output_dir)
         if self.args.evaluate_during_training and eval_file is None:
             raise ArgsError("evaluate_during_training is on but no eval_file was given to train_model")
+        if self.args.use_early_stopping and not self.args.evaluate_during_training:
+            log.warning("use_early_stopping acts on evaluations during training: set evaluate_during_training=True "
+                        "(and pass eval_file), otherwise training runs to the end")
         files = resolve_files(train_file)
         eval_files = resolve_files(eval_file) if eval_file is not None else None
+        tracker = tracking.tracker_for(self.args, self.tracker)
         resume = self._find_resume(out)
-        self._check_output_dir(out, resuming=resume is not None)
+        if not self.args.no_save:
+            self._check_output_dir(out, resuming=resume is not None)
+        with self._quiet_when_silent():
+            state = self._fit(files, eval_files, out, resume, tracker)
+        if tracker is not self.tracker and hasattr(tracker, "close"):
+            tracker.close()
+        self.training_details = {"global_step": state.step, "train_loss": state.train_loss,
+                                 "learning_rate": state.learning_rate, "eval_history": state.eval_history,
+                                 "tokens_seen": state.tokens_seen, "stopped_early": state.stopped_early}
+        mean_loss = sum(state.train_loss) / len(state.train_loss) if state.train_loss else float("nan")
+        if self.args.evaluate_during_training:
+            scores = progress_scores(state.eval_history)
+            if dist.is_main() and not self.args.no_save:
+                _write_csv(out / "training_progress_scores.csv", scores)
+            return state.step, scores
+        return state.step, mean_loss
 
+    def _fit(self, files, eval_files, out: Path, resume, tracker):
         block = self.block_size()
-        features = self._features(files, block)
-        eval_features = self._features(eval_files, block) if eval_files else None
+        features = self._features(files, block, "train")
+        eval_features = self._features(eval_files, block, "dev") if eval_files else None
         if dist.is_main():
-            out.mkdir(parents=True, exist_ok=True)
-            self.tracker.log_params({"model_type": self.model_type, "block_size": block,
-                                     "train_examples": len(features), "train_tokens": features.num_tokens})
-        objective = self._objective()
+            if not self.args.no_save:
+                out.mkdir(parents=True, exist_ok=True)
+            tracker.log_params({"model_type": self.model_type, "block_size": block,
+                                "train_examples": len(features), "train_tokens": features.num_tokens})
+        precision = self.args.precision
         setup = TrainSetup(
-            model=self._training_module(), objective=objective, features=features, args=self.args, device=self.device,
-            pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to, tracker=self.tracker,
-            autocast=self._autocast, grad_scaler=hardware.needs_grad_scaler(self.device, self.args.mixed_precision),
-            compute_dtype=str(hardware.autocast_dtype(self.device, self.args.mixed_precision) or torch.float32
-                              ).split(".")[-1],
-            resume=resume, group_by_length=self.args.dataset_type == "line_by_line",
+            model=self._training_module(), objective=self._objective(), features=features, args=self.args,
+            device=self.device, pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to,
+            tracker=tracker, autocast=self._autocast,
+            grad_scaler=hardware.needs_grad_scaler(self.device, precision),
+            compute_dtype=str(hardware.autocast_dtype(self.device, precision) or torch.float32).split(".")[-1],
+            resume=resume, group_by_length=self.args.dataset_kind == "line_by_line",
             evaluate=(lambda: self._evaluate_features(eval_features)) if eval_features is not None else None)
         state = fit(setup)
         self._resume_state = None
-        if dist.is_main():
+        if dist.is_main() and not self.args.no_save:
             atomic.write_into(out, self._save_to)
             log.info("Saved the trained model to %s (%d steps, %d tokens)", out, state.step, state.tokens_seen)
         dist.barrier()
-        details = {"global_step": state.step, "train_loss": state.train_loss,
-                   "learning_rate": state.learning_rate, "eval_history": state.eval_history,
-                   "tokens_seen": state.tokens_seen}
-        return state.step, details
+        return state
+
+    def _apply_args(self, args: dict | None) -> None:
+        if not args:
+            return
+        self.args.update_from_dict(args.to_dict() if isinstance(args, LanguageModelingArgs) else args)
+        problems = self.args.problems()
+        if problems:
+            raise ArgsError("invalid settings:\n  " + "\n  ".join(problems))
+        compat.warn_inert(self.args, self._warned)
+
+    @contextlib.contextmanager
+    def _quiet_when_silent(self, silent: bool = False):
+        """`silent`: only warnings and errors from the engine while this runs."""
+        engine = logging.getLogger("lmcore")
+        level = engine.level
+        if silent or self.args.silent:
+            engine.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            engine.setLevel(level)
 
     def _find_resume(self, out: Path) -> dict | None:
         wanted = self.args.resume_from_checkpoint
@@ -229,8 +292,8 @@ class LanguageModelingModel:
             raise ArgsError(f"output_dir {out} already exists and is not empty: set overwrite_output_dir=True "
                             "to train into it, or choose another output_dir")
 
-    def _features(self, files, block: int):
-        common = dict(tokenizer=self.tokenizer, dataset_type=self.args.dataset_type, block_size=block,
+    def _features(self, files, block: int, mode: str = "train"):
+        common = dict(tokenizer=self.tokenizer, dataset_type=self.args.dataset_kind, block_size=block,
                       cache_dir=self.args.cache_dir, reprocess=self.args.reprocess_input_data,
                       strict_utf8=self.args.strict_utf8)
         features = load_features(files, build=dist.is_main(), **common) if dist.is_main() else None
@@ -253,22 +316,24 @@ class LanguageModelingModel:
                                       mlm_probability=self.args.mlm_probability)
 
     def _autocast(self):
-        return hardware.autocast(self.device, self.args.mixed_precision)
+        return hardware.autocast(self.device, self.args.precision)
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def eval_model(self, eval_file, output_dir: str | None = None, verbose: bool = True, silent: bool = False,
                    **kwargs) -> dict:
         """Evaluate on `eval_file`; returns eval_loss and perplexity (= exp(eval_loss), token-weighted) and
-        writes eval_results.txt into `output_dir`."""
+        writes eval_results.txt into `output_dir` (unless no_save)."""
+        _warn_unused(kwargs, "eval_model()")
         files = resolve_files(eval_file)
-        features = self._features(files, self.block_size())
-        result = self._evaluate_features(features)
+        with self._quiet_when_silent(silent):
+            features = self._features(files, self.block_size(), "dev")
+            result = self._evaluate_features(features)
+        self.results.update(result)
         out = Path(output_dir or self.args.output_dir)
         if dist.is_main():
-            out.mkdir(parents=True, exist_ok=True)
-            tmp = out / "eval_results.txt.tmp"
-            tmp.write_text("".join(f"{k} = {v}\n" for k, v in result.items()))
-            os.replace(tmp, out / "eval_results.txt")
+            if not self.args.no_save:
+                out.mkdir(parents=True, exist_ok=True)
+                write_results(out / "eval_results.txt", result)
             if verbose:
                 log.info("Evaluation: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                                      for k, v in result.items()))
@@ -302,10 +367,142 @@ class LanguageModelingModel:
         if self.model_type != "electra":
             raise ArgsError(f"save_{which.split('_')[0]}() is for ELECTRA models; this is {self.model_type!r}")
         out = Path(output_dir or self.args.output_dir)
-        if dist.is_main():
+        if dist.is_main() and not self.args.no_save:
             atomic.write_into(out, lambda tmp: electra.save_split(self.model, self.tokenizer, tmp, which=(which,)))
         return str(out / which)
 
+
+    def save_model(self, output_dir: str | None = None, optimizer=None, scheduler=None, model=None,
+                   results: dict | None = None) -> None:
+        """Write the model, tokenizer and model_args.json into `output_dir` (default args.output_dir), plus the
+        optimizer's state (`optimizer.pt`, with save_optimizer_and_scheduler) and eval_results.txt when given.
+        `model` and `scheduler` are accepted for Simple Transformers scripts: the model saved is always this one,
+        and schedules here are a function of the step with no state to save."""
+        if not dist.is_main() or self.args.no_save:
+            return
+        out = Path(output_dir or self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: Path) -> None:
+            self._save_to(tmp)
+            if optimizer is not None and self.args.save_optimizer_and_scheduler:
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            if results:
+                write_results(tmp / "eval_results.txt", results)
+
+        atomic.write_into(out, write)
+
+    def save_model_args(self, output_dir: str) -> None:
+        """Write model_args.json (every setting but `not_saved_args`) into `output_dir`."""
+        if dist.is_main():
+            self.args.save(output_dir)
+
+    def get_named_parameters(self) -> list[str]:
+        """Names of the model's parameters, as custom_parameter_groups expects them."""
+        return [name for name, _ in self.model.named_parameters()]
+
+    # ---- tokenizer and generation -------------------------------------------------------------------------------
+    def train_tokenizer(self, train_files, tokenizer_name: str | None = None, output_dir: str | None = None,
+                        use_trained_tokenizer: bool = True) -> str:
+        """Train a tokenizer of this model type's kind on `train_files` (args.vocab_size, min_frequency, ...) and
+        save it into `output_dir` (default args.output_dir). With `use_trained_tokenizer` the model switches to
+        it (args.tokenizer_name points there and the embeddings are resized). Returns the folder."""
+        from .tokenizer import train_tokenizer_into
+
+        out = str(output_dir or self.args.output_dir)
+        files = resolve_files(train_files)
+        tok = train_tokenizer_into(self.spec, files, self.args, self.tokenizer.model_max_length, out)
+        log.info("Trained the %s tokenizer%s: %d tokens, saved to %s", self.model_type,
+                 f" {tokenizer_name}" if tokenizer_name else "", len(tok), out)
+        if use_trained_tokenizer:
+            self.tokenizer = tok
+            self.args.tokenizer_name = out
+            self._resize_embeddings()
+        return out
+
+    def _add_special_tokens(self) -> None:
+        if self.args.special_tokens_list:
+            from .tokenizer import add_special_tokens_list
+
+            if add_special_tokens_list(self.tokenizer, self.args.special_tokens_list):
+                self._resize_embeddings()
+
+    def _resize_embeddings(self) -> None:
+        models = [self.model.generator, self.model.discriminator] if self.model_type == "electra" else [self.model]
+        for m in models:
+            if m.get_input_embeddings().num_embeddings != len(self.tokenizer):
+                m.resize_token_embeddings(len(self.tokenizer))
+        if self.model_type == "electra" and self.model.tie:
+            self.model.generator.generator_lm_head.weight = \
+                self.model.discriminator.electra.embeddings.word_embeddings.weight
+
+    def predict(self, to_predict, generation_args: GenerationArgs | None = None, **kwargs):
+        """Continue each text of `to_predict` with a causal model (gpt2, openai-gpt). Returns (the generated
+        texts, the raw outputs of `generate` per batch); `kwargs` go to `generate`."""
+        if self.model_type == "electra" or self.args.mlm or self.spec.clm_cls is None:
+            raise ArgsError(f"predict generates text and needs a causal language model (gpt2, openai-gpt with "
+                            f"mlm=False); this is {self.model_type!r} with mlm={self.args.mlm}")
+        return generate_text(self.model, self.tokenizer, to_predict, generation_args or GenerationArgs(),
+                             self.args.eval_batch_size, self.device, self.args.skip_special_tokens, **kwargs)
+
+
+NOT_RESTORED = ("output_dir", "best_model_dir", "overwrite_output_dir", "resume_from_checkpoint", "tokenizer_name",
+                "config_name", "model_name", "model_type", "cache_dir", "local_rank", "tensorboard_dir", "no_save",
+                "dataset_cache_dir")
+"""Settings of a saved model_args.json that are not restored on loading: where the earlier run wrote and what it
+was built from. Reloading `outputs/` must not train back into `outputs/` unless asked to."""
+
+
+def _initial_args(model_name, args) -> LanguageModelingArgs:
+    """The settings of a new model: a saved folder's model_args.json (if `model_name` is one), then `args` over
+    it (a dict, or the fields of a LanguageModelingArgs that differ from the defaults)."""
+    if args is not None and not isinstance(args, (dict, LanguageModelingArgs)):
+        raise ArgsError(f"args must be a LanguageModelingArgs or a dict, not {type(args).__name__}")
+    saved = {}
+    if model_name and model_name != "electra" and os.path.isdir(model_name):
+        saved = {k: v for k, v in LanguageModelingArgs.saved_values(model_name).items() if k not in NOT_RESTORED}
+    if not saved:
+        return LanguageModelingArgs.from_any(args)
+    base = LanguageModelingArgs().update_from_dict(saved)
+    if isinstance(args, LanguageModelingArgs):
+        return base.update_from_dict(args.changed())
+    return base.update_from_dict(args or {})
+
+
+def _warn_unused(kwargs: dict, where: str) -> None:
+    if kwargs:
+        log.warning("%s: ignoring keyword argument(s) this engine does not use: %s", where, ", ".join(sorted(kwargs)))
+
+
+def _check_local_rank(local_rank: int) -> None:
+    """`local_rank` comes from a launcher's --local_rank; the launcher also sets LOCAL_RANK, which the engine
+    uses to join the process group. A local_rank with no launcher around it cannot work."""
+    if local_rank == -1:
+        return
+    env = os.environ.get("LOCAL_RANK")
+    if env is None:
+        raise ArgsError(f"local_rank={local_rank} but this process was not started by a distributed launcher "
+                        "(no LOCAL_RANK in the environment): start it with torchrun or python -m "
+                        "torch.distributed.launch, or leave local_rank at -1")
+    if int(env) != local_rank:
+        raise ArgsError(f"local_rank={local_rank} but the launcher says LOCAL_RANK={env}")
+
+
+def progress_scores(history: list[dict]) -> dict:
+    """Evaluation history as Simple Transformers returns it: one list per name (global_step, train_loss,
+    eval_loss, perplexity, ...), one entry per evaluation."""
+    names: list[str] = []
+    for entry in history:
+        names += [k for k in entry if k not in names]
+    return {k: [entry.get(k) for entry in history] for k in names}
+
+
+def _write_csv(path: Path, scores: dict) -> None:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(list(scores))
+    writer.writerows(zip(*scores.values()))
+    atomic.write_text(path, buf.getvalue())
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -166,9 +166,15 @@ class LanguageModelObjective:
 
     def inputs_and_labels(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         ids, attn = batch["input_ids"], batch["attention_mask"]
+        # Sliding-window evaluation: the overlap with the previous window is context only, so every token of the
+        # corpus is scored once (batches for training carry no score_mask: they learn from every token).
+        keep = batch.get("score_mask")
         if self.causal:
-            return ids, causal_labels(ids, attn)
+            labels = causal_labels(ids, attn)
+            return ids, labels if keep is None else labels.masked_fill(~keep, IGNORE)
         candidates = maskable(ids, attn, self.special_ids.to(ids.device))
+        if keep is not None:
+            candidates = candidates & keep
         return mask_tokens(ids, candidates, self.mask_id, self.vocab_size, self.mlm_probability, generator)
 
     def _loss_sum(self, model, batch: dict, generator: torch.Generator):

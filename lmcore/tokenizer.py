@@ -4,6 +4,10 @@ A trained tokenizer starts from an empty instance of the model type's tokenizer 
 `train_new_from_iterator`, so the normalizer and pre-tokenizer it trains with are exactly the ones it later encodes
 with (a cased WordPiece vocabulary is never fed lower-cased text, and the reverse). Trained tokenizers are cached
 under `cache_dir/tokenizers/<key>/`, keyed by the corpus content and every setting that shapes the vocabulary.
+
+A WordPiece tokenizer (bert, distilbert, electra) trains with the BERT normalizer the Simple Transformers settings
+describe (`clean_text`, `strip_accents`, `handle_chinese_chars`, `do_lower_case`), and `save_tokenizer` makes sure
+it loads back with that same normalizer.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
 import transformers as hf
+from tokenizers import normalizers
 
 from . import atomic
 from .args import LanguageModelingArgs
@@ -24,6 +30,10 @@ from .registry import ModelType
 log = logging.getLogger(__name__)
 
 DEFAULT_VOCAB_SIZE = 30000
+# Files some tokenizer class may write; ones the new tokenizer lacks are removed from an output_dir it is saved into.
+_TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                    "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model",
+                    "tokenizer.model"}
 _ROLE_TOKENS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token", "bos_token", "eos_token")
 
 
@@ -32,6 +42,8 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
     settings = {"type": spec.name, "vocab": vocab_size, "min_freq": args.min_frequency,
                 "lower": args.do_lower_case, "special": args.special_tokens, "v": 1}
+    if spec.tokenizer_kind == "wordpiece":  # only WordPiece has these knobs: other kinds keep their cache keys
+        settings.update(clean=args.clean_text, accents=args.strip_accents, cjk=args.handle_chinese_chars)
     key = hashlib.sha256((content_hash(files) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
     target = Path(args.cache_dir) / "tokenizers" / key
     if (target / "tokenizer_config.json").exists():
@@ -39,6 +51,11 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
         return load_tokenizer(str(target))
 
     base = spec.tokenizer_cls(**_constructor_kwargs(spec, args))
+    if spec.tokenizer_kind == "wordpiece":
+        # The class builds this normalizer from its arguments too, except clean_text, which it always turns on.
+        base.backend_tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=args.clean_text, handle_chinese_chars=args.handle_chinese_chars,
+            strip_accents=args.strip_accents, lowercase=args.do_lower_case)
     extra = [t for t in (args.special_tokens or []) if t not in _role_token_values(base)]
     train_kwargs = {"vocab_size": vocab_size, "new_special_tokens": extra or None}
     if spec.tokenizer_kind != "unigram":  # the unigram trainer has no frequency cut-off
@@ -51,14 +68,72 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     tok.model_max_length = max_length
     log.info("Tokenizer: %d tokens from %d lines in %.1fs", len(tok), stats.lines, time.time() - start)
     # Another rank or process may finish the same tokenizer first: theirs is identical, keep it.
-    atomic.replace_folder(target, lambda tmp: tok.save_pretrained(str(tmp)), keep_existing=True)
+    atomic.replace_folder(target, lambda tmp: save_tokenizer(tok, tmp), keep_existing=True)
     return load_tokenizer(str(target))
+
+
+def train_tokenizer_into(spec: ModelType, files: list[Path], args: LanguageModelingArgs, max_length: int,
+                         output_dir: str | Path):
+    """Simple Transformers' `train_tokenizer`: train (or reuse the cached) tokenizer and save it into
+    `output_dir`, returning it loaded from there. Files already in `output_dir` stay, except tokenizer files
+    the new tokenizer does not have (a stale `merges.txt` or `special_tokens_map.json` from an earlier tokenizer
+    of another kind could otherwise be read on load)."""
+    cached = Path(train_tokenizer(spec, files, args, max_length).name_or_path)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_into(out, lambda tmp: shutil.copytree(cached, tmp))
+    fresh = {f.name for f in cached.iterdir()}
+    for name in _TOKENIZER_FILES - fresh:
+        (out / name).unlink(missing_ok=True)
+    log.info("Tokenizer: saved into %s", out)
+    return load_tokenizer(str(out))
+
+
+def save_tokenizer(tok, folder: str | Path) -> None:
+    """`save_pretrained`, checked: the saved tokenizer must load back with the normalizer and pre-tokenizer it
+    has now. BERT-family classes rebuild theirs from init arguments on load and cannot express every setting
+    (clean_text=False is lost); such a folder names the generic backend class instead, which loads
+    tokenizer.json exactly as written."""
+    folder = Path(folder)
+    tok.save_pretrained(str(folder))
+    want = _text_pipeline(tok)
+    if _text_pipeline(hf.AutoTokenizer.from_pretrained(str(folder))) == want:
+        return
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    # The generic class would otherwise fall back to its own default input names (DistilBERT has no token types).
+    config.update(tokenizer_class="TokenizersBackend", model_input_names=list(tok.model_input_names))
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    got = _text_pipeline(hf.AutoTokenizer.from_pretrained(str(folder)))
+    if got != want:
+        raise RuntimeError(f"tokenizer saved in {folder} reloads with a different normalizer or pre-tokenizer: "
+                           f"{got} instead of {want}")
+
+
+def _text_pipeline(tok) -> dict:
+    backend = json.loads(tok.backend_tokenizer.to_str())
+    return {"normalizer": backend.get("normalizer"), "pre_tokenizer": backend.get("pre_tokenizer")}
+
+
+def add_special_tokens_list(tokenizer, tokens) -> int:
+    """Add Simple Transformers' `special_tokens_list` as extra special tokens: never split, listed in
+    `all_special_ids` (so never masked). Returns how many new ids the vocabulary gained: the model's embeddings
+    must grow by that much (a token already in the vocabulary only becomes special, keeping its id)."""
+    have = set(tokenizer.all_special_tokens)
+    new = [str(t) for t in dict.fromkeys(tokens or []) if str(t) not in have]
+    if not new:
+        return 0
+    before = len(tokenizer)
+    tokenizer.add_special_tokens({"extra_special_tokens": new}, replace_extra_special_tokens=False)
+    return len(tokenizer) - before
 
 
 def _constructor_kwargs(spec: ModelType, args: LanguageModelingArgs) -> dict:
     kw: dict = {}
     if spec.tokenizer_kind == "wordpiece":
-        kw["do_lower_case"] = args.do_lower_case
+        # Saved in tokenizer_config.json: the class rebuilds its normalizer from these on load.
+        kw.update(do_lower_case=args.do_lower_case, strip_accents=args.strip_accents,
+                  tokenize_chinese_chars=args.handle_chinese_chars)
     if spec.name == "gpt2":
         # GPT-2 has no padding token; batches of unequal lines need one (it is never a training target).
         kw["pad_token"] = "<|endoftext|>"

@@ -1,7 +1,9 @@
 """Where training metrics go. The loop is handed a tracker; it never imports a tracking library itself.
 
 `NullTracker` (the default) records nothing. `MLflowTracker` logs to the active MLflow run (the pipeline creates
-the run and passes its id in MLFLOW_RUN_ID; only rank 0 ever builds one).
+the run and passes its id in MLFLOW_RUN_ID; only rank 0 ever builds one). `TensorBoardTracker` writes event files
+(`args.tensorboard_dir`); `FanoutTracker` sends the same calls to several trackers, and `tracker_for` adds
+TensorBoard to whatever tracker a run already has.
 """
 
 from __future__ import annotations
@@ -113,3 +115,91 @@ def tracker_from_environment():
     if not run_id or int(os.environ.get("RANK", "0")) != 0:
         return None
     return MLflowTracker(run_id, os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+class TensorBoardTracker:
+    """Writes TensorBoard event files into `log_dir`: every numeric metric as a scalar at its step, the run's
+    parameters once as a text table. Needs the `tensorboard` package; without it, constructing one fails at once
+    (before any training work) with an error that says what to install."""
+
+    def __init__(self, log_dir: str):
+        try:
+            import tensorboard  # noqa: F401 - torch's SummaryWriter imports it lazily, and fails less clearly
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:
+            raise TensorBoardMissingError(
+                f"tensorboard_dir={log_dir!r} needs the `tensorboard` package, which is not installed: "
+                f"run `pip install tensorboard`, or set tensorboard_dir=None") from e
+        self.log_dir = str(log_dir)
+        self.writer = SummaryWriter(log_dir=self.log_dir)
+
+    def log_params(self, params: dict) -> None:
+        rows = "\n".join(f"| {_cell(k)} | {_cell(v)} |" for k, v in sorted(params.items(), key=lambda kv: str(kv[0])))
+        self.writer.add_text("params", "| setting | value |\n|---|---|\n" + rows)
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        for name, value in metrics.items():
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                continue  # text and other non-numbers are not scalars
+            self.writer.add_scalar(str(name), number, int(step))
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        pass  # event files hold scalars and text; artifacts belong to MLflow
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class TensorBoardMissingError(ImportError):
+    """`tensorboard_dir` is set but the `tensorboard` package cannot be imported."""
+
+
+def _cell(value) -> str:
+    # A "|" would end the markdown cell early; newlines would end the row.
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+class FanoutTracker:
+    """Sends every call to each of `trackers`, in order (MLflow and TensorBoard get the same per-step metrics)."""
+
+    def __init__(self, *trackers):
+        self.trackers = [t for t in trackers if t is not None]
+
+    def log_params(self, params: dict) -> None:
+        for t in self.trackers:
+            t.log_params(params)
+
+    def log_metrics(self, metrics: dict, step: int) -> None:
+        for t in self.trackers:
+            t.log_metrics(metrics, step)
+
+    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
+        for t in self.trackers:
+            t.log_artifact(path, artifact_path)
+
+    def flush(self) -> None:
+        self._forward("flush")
+
+    def close(self) -> None:
+        self._forward("close")
+
+    def _forward(self, method: str) -> None:
+        for t in self.trackers:
+            call = getattr(t, method, None)
+            if callable(call):
+                call()
+
+
+def tracker_for(args, tracker):
+    """`tracker` plus TensorBoard when `args.tensorboard_dir` is set, on rank 0 only (every rank writing event
+    files into one folder would interleave their scalars). Other ranks, and runs without the setting, get
+    `tracker` unchanged (which may be None)."""
+    log_dir = getattr(args, "tensorboard_dir", None)
+    if not log_dir or int(os.environ.get("RANK", "0")) != 0:
+        return tracker
+    return FanoutTracker(tracker, TensorBoardTracker(log_dir))

@@ -8,6 +8,7 @@ exactly what a checkpoint saves and what resume loads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -17,8 +18,8 @@ from typing import Callable
 
 import torch
 
-from . import atomic, checkpoint, dist, hardware
-from .args import LanguageModelingArgs
+from . import atomic, checkpoint, dist, hardware, optim
+from .args import ArgsError, LanguageModelingArgs
 from .data import Features, collate, epoch_batches
 from .evaluate import batch_generator
 
@@ -49,9 +50,9 @@ class TrainSetup:
     """A loaded checkpoint state to continue from."""
     group_by_length: bool = False
     grad_scaler: bool = False
+    """Scale the loss (CUDA fp16 autocast): fp16 gradients underflow otherwise."""
     compute_dtype: str = "float32"
     """The dtype matmuls run in (autocast's), for model FLOPs utilisation against that dtype's measured peak."""
-    """Scale the loss (CUDA fp16 autocast): fp16 gradients underflow otherwise."""
 
 
 @dataclass
@@ -64,26 +65,10 @@ class State:
     train_loss: list = field(default_factory=list)
     learning_rate: list = field(default_factory=list)
     eval_history: list = field(default_factory=list)
-    best_eval_loss: float = math.inf
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to `peak` over `warmup` steps, then linear decay to 0 at `total`: a pure function of the
-    step, so there is no scheduler state to lose on resume."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * max(0.0, (total - step) / max(1, total - warmup))
-
-
-def make_optimizer(model: torch.nn.Module, args: LanguageModelingArgs) -> torch.optim.Optimizer:
-    """AdamW; biases and LayerNorm weights (every parameter of fewer than 2 dimensions) get no weight decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": args.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    try:  # the fused kernel is a few % faster per step, on the CPU too
-        return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=args.learning_rate, eps=args.adam_epsilon)
+    best_metric: float | None = None
+    """Best value of `early_stopping_metric` so far (the best model's)."""
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
 
 
 def plan(features: Features, args: LanguageModelingArgs) -> tuple[int, int]:
@@ -99,8 +84,10 @@ def fit(run: TrainSetup) -> State:
     tracker = run.tracker
     main = dist.is_main()
     micro_per_epoch, total = plan(run.features, args)
-    warmup = args.warmup_steps if args.warmup_steps > 0 else math.ceil(total * args.warmup_ratio)
-    optimizer = make_optimizer(model, args)
+    warmup = optim.warmup_steps(args, total)
+    optimizer = optim.make_optimizer(model, args)
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    clip = args.max_grad_norm if optim.clips_gradients(args) else math.inf
     scaler = torch.amp.GradScaler(device.type) if run.grad_scaler else None
     state = State()
     if run.resume is not None:
@@ -117,17 +104,16 @@ def fit(run: TrainSetup) -> State:
                                                             getattr(run.objective, "scored_fraction", 1.0))
         progress.peak = hardware.matmul_peak_flops(device.type, run.compute_dtype) * dist.world()
     batches = None
-    while state.step < total:
+    while state.step < total and not state.stopped_early:
         if batches is None:
             batches = epoch_batches(run.features, args.train_batch_size, args.seed, state.epoch, dist.rank(),
                                     dist.world(), run.group_by_length)
-        lr = lr_at(state.step, total, warmup, args.learning_rate)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = optim.set_learning_rates(optimizer, optim.lr_multiplier(args, state.step, total, warmup))
         group_batches = batches[state.position:state.position + args.gradient_accumulation_steps]
         step_loss, step_tokens, extra = 0.0, 0, {}
         for k, indices in enumerate(group_batches):
-            batch = {n: t.to(device, non_blocking=True) for n, t in collate(run.features, indices, run.pad_id).items()}
+            batch = {n: t.to(device, non_blocking=True) for n, t in collate(run.features, indices, run.pad_id).items()
+                     if n != "score_mask"}
             gen = batch_generator(args.seed, state.epoch, state.position + k, dist.rank())
             sync = k == len(group_batches) - 1 or dist.world() == 1
             with (contextlib.nullcontext() if sync else ddp_model.no_sync()), run.autocast():
@@ -140,7 +126,7 @@ def fit(run: TrainSetup) -> State:
                 extra[name] = extra.get(name, 0.0) + float(v) / len(group_batches)
         if scaler:
             scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(trained, clip)
         # With loss scaling an infinite gradient only means "lower the scale" (the scaler skips that step).
         bad_grad = not math.isfinite(float(grad_norm)) and scaler is None
         if dist.any_(not math.isfinite(step_loss) or bad_grad, device):
@@ -170,47 +156,85 @@ def fit(run: TrainSetup) -> State:
                                  "mfu": progress.mfu(rate), **extra}, step=state.step)
         if main and progress.due(state.step, args.logging_steps, total):
             log.info("%s", progress.line(state, total, step_loss, lr))
-
-        if run.evaluate is not None and args.evaluate_during_training and (
-                state.step % args.evaluate_during_training_steps == 0 or state.step == total):
-            _evaluate_and_keep_best(run, state)
-        if _checkpoint_due(args, state.step, total, epoch_done):
-            save_checkpoint(run, optimizer, state)
+        _evaluate_and_save(run, optimizer, state, epoch_done, total)
     return state
 
 
-def _evaluate_and_keep_best(run: TrainSetup, state: State) -> None:
+def _evaluate_and_save(run: TrainSetup, optimizer, state: State, epoch_done: bool, total: int) -> None:
+    """After an optimizer step: evaluate when due (steps, epoch ends, the last step), keep the best model, decide
+    on early stopping, and write the checkpoint that is due: `checkpoint-<step>-epoch-<n>` at an epoch's end,
+    else `checkpoint-<step>` every `save_steps` and at every evaluation (save_eval_checkpoints)."""
+    args = run.args
+    on_steps = args.evaluate_during_training and state.step % args.evaluate_during_training_steps == 0
+    on_epoch = args.evaluate_during_training and epoch_done and args.evaluate_each_epoch
+    last = state.step == total
+    result = None
+    if run.evaluate is not None and (on_steps or on_epoch or (args.evaluate_during_training and last)):
+        # An end-of-epoch evaluation counts towards early stopping only with early_stopping_consider_epochs.
+        counts = on_steps or last or args.early_stopping_consider_epochs
+        result = _evaluate_and_keep_best(run, state, counts)
+    if args.no_save:
+        return
+    name = None
+    if epoch_done and args.save_model_every_epoch:
+        name = f"checkpoint-{state.step}-epoch-{state.epoch}"
+    elif (args.save_steps and args.save_steps > 0 and state.step % args.save_steps == 0) or (
+            result is not None and on_steps and args.save_eval_checkpoints):
+        name = f"checkpoint-{state.step}"
+    if name:
+        save_checkpoint(run, optimizer, state, name, result)
+
+
+def _evaluate_and_keep_best(run: TrainSetup, state: State, counts_for_stopping: bool) -> dict:
+    args = run.args
     result = run.evaluate()
-    result = {"step": state.step, **result}
-    state.eval_history.append(result)
+    metric = args.early_stopping_metric
+    if metric not in result:
+        raise ArgsError(f"early_stopping_metric={metric!r} is not an evaluation result; choose one of "
+                        f"{', '.join(sorted(result))}")
+    train_loss = state.train_loss[-1] if state.train_loss else float("nan")
+    state.eval_history.append({"global_step": state.step, "train_loss": train_loss, **result})
     if dist.is_main():
-        log.info("Eval at step %d: %s", state.step, _fmt(result))
+        log.log(logging.INFO if args.evaluate_during_training_verbose else logging.DEBUG,
+                "Eval at step %d: %s", state.step, _fmt(result))
         if run.tracker is not None:
-            run.tracker.log_metrics({f"eval_{k}" if not k.startswith("eval_") else k: v
-                                     for k, v in result.items() if k != "step"}, step=state.step)
-    if result["eval_loss"] < state.best_eval_loss:
-        state.best_eval_loss = result["eval_loss"]
-        if dist.is_main():
-            atomic.replace_folder(Path(run.args.best_model_dir), run.save_model)
+            run.tracker.log_metrics({k if k.startswith("eval_") else f"eval_{k}": v for k, v in result.items()},
+                                    step=state.step)
+    value, best = result[metric], state.best_metric
+    sign = 1.0 if args.early_stopping_metric_minimize else -1.0
+    if best is None or sign * (best - value) > args.early_stopping_delta:
+        state.best_metric, state.evals_without_improvement = value, 0
+        if dist.is_main() and args.save_best_model and not args.no_save:
+            atomic.replace_folder(Path(args.best_model_dir), lambda tmp: _write_with_results(run, tmp, result))
+    elif counts_for_stopping:
+        state.evals_without_improvement += 1
+        if args.use_early_stopping and state.evals_without_improvement >= args.early_stopping_patience:
+            state.stopped_early = True
+            log.info("Early stopping at step %d: %s has not improved by more than %g for %d evaluations (best %.6g)",
+                     state.step, metric, args.early_stopping_delta, state.evals_without_improvement, best)
     dist.barrier()
+    return result
 
 
-def _checkpoint_due(args: LanguageModelingArgs, step: int, total: int, epoch_done: bool) -> bool:
-    if args.save_steps and args.save_steps > 0 and step % args.save_steps == 0:
-        return True
-    return epoch_done and args.save_model_every_epoch and step < total
+def _write_with_results(run: TrainSetup, folder: Path, result: dict | None) -> None:
+    run.save_model(folder)
+    if result:
+        write_results(Path(folder) / "eval_results.txt", result)
 
 
-def save_checkpoint(run: TrainSetup, optimizer, state: State) -> None:
+def write_results(path: Path, result: dict) -> None:
+    """`eval_results.txt`: one "name = value" line per result, sorted by name."""
+    atomic.write_text(path, "".join(f"{k} = {result[k]}\n" for k in sorted(result)))
+
+
+def save_checkpoint(run: TrainSetup, optimizer, state: State, name: str, result: dict | None = None) -> None:
     rngs = _gather_rng_states()
     if dist.is_main():
-        payload = {"step": state.step, "epoch": state.epoch, "position": state.position,
-                   "tokens_seen": state.tokens_seen, "train_loss": list(state.train_loss),
-                   "learning_rate": list(state.learning_rate), "best_eval_loss": state.best_eval_loss,
-                   "eval_history": [dict(e) for e in state.eval_history], "world": dist.world(),
-                   "optimizer": optimizer.state_dict(), "rng": rngs}
-        folder = run.output_dir / f"checkpoint-{state.step}"
-        checkpoint.save(folder, run.save_model, payload)
+        payload = {**dataclasses.asdict(state), "world": dist.world(), "rng": rngs}
+        if run.args.save_optimizer_and_scheduler:
+            payload["optimizer"] = optimizer.state_dict()
+        folder = run.output_dir / name
+        checkpoint.save(folder, lambda tmp: _write_with_results(run, tmp, result), payload)
         checkpoint.rotate(run.output_dir, run.args.save_total_limit)
         log.info("Saved %s", folder)
     dist.barrier()
@@ -226,17 +250,22 @@ def _gather_rng_states() -> list:
 
 
 def _restore(saved: dict, optimizer) -> State:
-    optimizer.load_state_dict(saved["optimizer"])
+    if "optimizer" in saved:
+        initial = [group["initial_lr"] for group in optimizer.param_groups]
+        optimizer.load_state_dict(saved["optimizer"])
+        for group, lr in zip(optimizer.param_groups, initial):  # the schedule scales this run's initial rates
+            group["initial_lr"] = lr
+    else:
+        log.warning("This checkpoint holds no optimizer state (saved with save_optimizer_and_scheduler=False): the "
+                    "optimizer starts afresh, so this run will not match an uninterrupted one exactly")
     rngs = saved["rng"]
     if len(rngs) == dist.world():
         checkpoint.set_rng_state(rngs[dist.rank()])
     else:
         log.warning("Checkpoint was written by %d process(es), now %d: data order and masks continue exactly, "
                     "dropout randomness does not", len(rngs), dist.world())
-    return State(step=saved["step"], epoch=saved["epoch"], position=saved["position"],
-                 tokens_seen=saved["tokens_seen"], train_loss=list(saved["train_loss"]),
-                 learning_rate=list(saved["learning_rate"]), eval_history=list(saved["eval_history"]),
-                 best_eval_loss=saved["best_eval_loss"])
+    known = {f.name for f in dataclasses.fields(State)}
+    return State(**{k: v for k, v in saved.items() if k in known})
 
 
 def _fmt(d: dict) -> str:

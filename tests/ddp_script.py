@@ -13,7 +13,8 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 spec = json.loads(open(sys.argv[1]).read())
 model = LanguageModelingModel(spec["model_type"], spec.get("model_name"), args=spec["args"],
                               train_files=spec.get("train_files"))
-step, details = model.train_model(spec["train_files"])
+step, _ = model.train_model(spec["train_files"])
+details = model.training_details
 result = model.eval_model(spec["eval_files"])
 record = {"rank": dist.rank(), "world": dist.world(), "step": step, "result": result,
           "threads": torch.get_num_threads(), "train_loss": details["train_loss"],

@@ -109,7 +109,8 @@ def test_save_generator_and_discriminator_from_a_checkpoint(trained, tmp_path):
 def test_reloaded_pair_continues_training(trained, tmp_path):
     lm = LanguageModelingModel("electra", str(trained["out"]), args=electra_args(tmp_path, max_steps=20))
     assert lm.eval_model(trained["test"]) == pytest.approx(trained["result"])
-    step, details = lm.train_model(trained["train"])
+    step, _ = lm.train_model(trained["train"])
+    details = lm.training_details
     assert step == 20 and all(math.isfinite(x) for x in details["train_loss"])
     g, d = lm.model.generator, lm.model.discriminator
     assert g.electra.embeddings.word_embeddings.weight is d.electra.embeddings.word_embeddings.weight

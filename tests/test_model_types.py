@@ -17,7 +17,8 @@ def test_from_scratch_trains_evaluates_and_reloads(model_type, corpus, tmp_path)
     model = LanguageModelingModel(model_type, None, args=args, train_files=corpus["train"])
     vocab = len(model.tokenizer)
     before = model.eval_model(corpus["test"], output_dir=str(tmp_path / "before"))
-    step, details = model.train_model(corpus["train"])
+    step, _ = model.train_model(corpus["train"])
+    details = model.training_details
     result = model.eval_model(corpus["test"])
 
     assert step == 60 and len(details["train_loss"]) == 60

@@ -6,7 +6,6 @@ import pytest
 
 from lmcore import LanguageModelingModel
 from lmcore.tracking import ListTracker
-from lmcore.train import lr_at
 from tests.conftest import tiny_args
 
 
@@ -25,12 +24,6 @@ def test_tracker_gets_every_step_and_the_log_shows_rate_mfu_and_eta(corpus, tmp_
     lines = [r.message for r in caplog.records if r.message.startswith("step ")]
     assert [line.split()[1] for line in lines] == ["1/25", "10/25", "20/25", "25/25"]
     assert all("tokens/s" in line and "ETA" in line and "MFU" in line for line in lines)
-
-
-def test_learning_rate_warms_up_then_decays_to_zero():
-    lrs = [lr_at(s, total=100, warmup=10, peak=1.0) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(1 / 90) and lr_at(100, 100, 10, 1.0) == 0
 
 
 def test_measuring_the_matmul_peak_leaves_the_random_state_alone():

@@ -17,7 +17,8 @@ N = 6
 
 def settings(model_type, tmp_path, **kw):
     if model_type == "electra":
-        return electra_args(tmp_path, max_steps=2 * N, save_steps=N, learning_rate=1e-3, **kw)
+        return electra_args(tmp_path, max_steps=2 * N, save_steps=N, learning_rate=1e-3,
+                            save_model_every_epoch=False, **kw)
     # Dropout stays on (its randomness must replay too); accumulation and an epoch boundary inside the run.
     return tiny_args(model_type, tmp_path, max_steps=2 * N, save_steps=N, gradient_accumulation_steps=2,
                      train_batch_size=8, **kw)
@@ -40,14 +41,16 @@ def test_stop_and_resume_replays_exactly(model_type, precision, tmp_path, small_
     straight = LanguageModelingModel(model_type, None, args=settings(model_type, tmp_path / "a",
                                                                      mixed_precision=precision),
                                      train_files=small_corpus)
-    _, full = straight.train_model(small_corpus)
+    _, _ = straight.train_model(small_corpus)
+    full = straight.training_details
     assert full["global_step"] == 2 * N
 
     # The checkpoint written at step N is what a run stopped at N leaves behind; continue from it in a new model.
     ckpt = Path(straight.args.output_dir) / f"checkpoint-{N}"
     resumed = LanguageModelingModel(model_type, str(ckpt), args=settings(model_type, tmp_path / "b",
                                                                          mixed_precision=precision))
-    step, second = resumed.train_model(small_corpus)
+    step, _ = resumed.train_model(small_corpus)
+    second = resumed.training_details
     assert step == 2 * N
     assert second["train_loss"] == full["train_loss"]  # the first N restored from the checkpoint, then replayed
     a, b = weights(straight), weights(resumed)
@@ -59,14 +62,16 @@ def test_stop_and_resume_replays_exactly(model_type, precision, tmp_path, small_
 def test_resume_latest_and_save_total_limit(tmp_path, small_corpus):
     args = tiny_args("bert", tmp_path, max_steps=2 * N, save_steps=2, save_total_limit=2)
     model = LanguageModelingModel("bert", None, args=args, train_files=small_corpus)
-    _, full = model.train_model(small_corpus)
+    _, _ = model.train_model(small_corpus)
+    full = model.training_details
     out = Path(args["output_dir"])
     assert [p.name for p in find(out)] == [f"checkpoint-{2 * N - 2}", f"checkpoint-{2 * N}"]
 
     # Train further with a larger budget: "latest" picks up checkpoint-2N and continues to 3N.
     more = LanguageModelingModel("bert", None, args={**args, "max_steps": 3 * N, "resume_from_checkpoint": "latest",
                                                      "overwrite_output_dir": False}, train_files=small_corpus)
-    step, details = more.train_model(small_corpus)
+    step, _ = more.train_model(small_corpus)
+    details = more.training_details
     assert step == 3 * N and details["train_loss"][:2 * N] == full["train_loss"]
 
 

@@ -65,7 +65,8 @@ def cmd_tokenizer(ns) -> dict:
 def cmd_train(ns) -> dict:
     lm = build(ns.setup, ns)
     start = time.perf_counter()
-    step, details = lm.train_model(ns.corpus, output_dir=ns.out)
+    step, _ = lm.train_model(ns.corpus, output_dir=ns.out)
+    details = lm.training_details
     result = {"train_s": time.perf_counter() - start, "steps": step, "tokens_seen": details["tokens_seen"],
               "final_loss": details["train_loss"][-1] if details["train_loss"] else None,
               "params": sum(p.numel() for p in lm.model.parameters())}

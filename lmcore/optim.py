@@ -50,11 +50,10 @@ def lr_multiplier(args: LanguageModelingArgs, step: int, total: int, warmup: int
     raise ArgsError(f"scheduler={name!r}: unknown schedule")
 
 
-def set_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) -> float:
-    """Scale every group's initial learning rate; returns the first group's rate (the one logged)."""
+def set_learning_rates(optimizer: torch.optim.Optimizer, multiplier: float) -> None:
+    """Scale every group's initial learning rate."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * multiplier
-    return optimizer.param_groups[0]["lr"]
 
 
 def _no_decay(name: str, param: torch.nn.Parameter) -> bool:
@@ -64,8 +63,11 @@ def _no_decay(name: str, param: torch.nn.Parameter) -> bool:
 
 def parameter_groups(model: torch.nn.Module, args: LanguageModelingArgs) -> list[dict]:
     """Optimizer groups: the custom ones first (by name, then by layer), then the rest with and without weight
-    decay. With `train_custom_parameters_only` the rest is frozen instead. Unknown names are an error."""
-    named = dict(model.named_parameters())
+    decay. With `train_custom_parameters_only` the rest is frozen instead. Unknown names are an error. Names are
+    those of the model the user holds (`LanguageModelingModel.get_named_parameters()`): a training wrapper that
+    holds it as `.model` is looked through."""
+    inner = getattr(model, "model", None)
+    named = dict((inner if isinstance(inner, torch.nn.Module) else model).named_parameters())
     taken: set[str] = set()
     groups: list[dict] = []
     for spec in args.custom_parameter_groups or []:

@@ -108,7 +108,9 @@ def fit(run: TrainSetup) -> State:
         if batches is None:
             batches = epoch_batches(run.features, args.train_batch_size, args.seed, state.epoch, dist.rank(),
                                     dist.world(), run.group_by_length)
-        lr = optim.set_learning_rates(optimizer, optim.lr_multiplier(args, state.step, total, warmup))
+        multiplier = optim.lr_multiplier(args, state.step, total, warmup)
+        optim.set_learning_rates(optimizer, multiplier)
+        lr = args.learning_rate * multiplier  # what is logged: custom groups scale their own rates alike
         group_batches = batches[state.position:state.position + args.gradient_accumulation_steps]
         step_loss, step_tokens, extra = 0.0, 0, {}
         for k, indices in enumerate(group_batches):

@@ -203,6 +203,10 @@ def init_electra(lm, model_name, train_files, generator_name, discriminator_name
             raise ArgsError(f"args.{name}: ElectraConfig has no field(s) {', '.join(map(repr, unknown))}")
     if model_name not in (None, "electra") and not (generator_name or discriminator_name):
         folder = Path(model_name)
+        if _is_combined_checkpoint(folder) and not (folder / DISCRIMINATOR_DIR).is_dir():
+            gen, disc = load_combined_checkpoint(folder)
+            lm.tokenizer = load_tokenizer(args.tokenizer_name or str(folder))
+            return _install(lm, gen, disc, tie)
         if not (folder / DISCRIMINATOR_DIR).is_dir():
             raise ArgsError(f"{model_name}: not a saved ELECTRA pair (no {DISCRIMINATOR_DIR}/ inside); to start "
                             f"from separate models use model_name='electra' with generator_name= and "
@@ -225,10 +229,59 @@ def init_electra(lm, model_name, train_files, generator_name, discriminator_name
         disc_cfg = _discriminator_config(lm, None, train_files)
         disc = hf.ElectraForPreTraining(disc_cfg)
         gen = hf.ElectraForMaskedLM(generator_config_for(disc_cfg, args.generator_config, tie))
+    _install(lm, gen, disc, tie)
+
+
+def _install(lm, gen, disc, tie: bool) -> None:
     lm.model = ElectraPair(gen, disc, tie)
     lm.config = disc.config
     log.info("ELECTRA: generator %.2fM parameters (hidden %d), discriminator %.2fM (hidden %d), tied embeddings: %s",
              _millions(gen), gen.config.hidden_size, _millions(disc), disc.config.hidden_size, tie)
+
+
+def _is_combined_checkpoint(folder: Path) -> bool:
+    """Simple Transformers' own ELECTRA checkpoints: one weights file for the pair, with its two configs in
+    `generator_config/` and `discriminator_config/`."""
+    return (folder / "generator_config" / "config.json").is_file() and \
+        (folder / "discriminator_config" / "config.json").is_file()
+
+
+def load_combined_checkpoint(folder: Path):
+    """(generator, discriminator) from a Simple Transformers ELECTRA checkpoint: the pair's weights under the
+    prefixes `generator_model.` / `discriminator_model.` in model.safetensors or pytorch_model.bin. Their pair
+    shares the token embedding table, which a safetensors file may store only once."""
+    from safetensors.torch import load_file
+
+    if (folder / "model.safetensors").is_file():
+        weights = load_file(str(folder / "model.safetensors"))
+    elif (folder / "pytorch_model.bin").is_file():
+        weights = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise ArgsError(f"{folder}: has generator_config/ and discriminator_config/ but no model.safetensors or "
+                        "pytorch_model.bin with the pair's weights")
+    models = {}
+    for prefix, cls, sub in (("generator_model.", hf.ElectraForMaskedLM, "generator_config"),
+                             ("discriminator_model.", hf.ElectraForPreTraining, "discriminator_config")):
+        model = cls(hf.ElectraConfig.from_pretrained(str(folder / sub)))
+        own = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        models[prefix] = (model, own)
+    table = "electra.embeddings.word_embeddings.weight"
+    gen_w, disc_w = models["generator_model."][1], models["discriminator_model."][1]
+    if table not in disc_w and table in gen_w:
+        disc_w[table] = gen_w[table]
+    if table not in gen_w and table in disc_w:
+        gen_w[table] = disc_w[table]
+    for prefix, (model, own) in models.items():
+        missing, unexpected = model.load_state_dict(own, strict=False)
+        missing = [k for k in missing if not k.endswith("position_ids") and k != "generator_lm_head.weight"]
+        if missing or unexpected or not own:
+            raise ArgsError(f"{folder}: the {prefix[:-7]} weights do not fit its config "
+                            f"(missing {missing[:3]}, unexpected {list(unexpected)[:3]})")
+    gen = models["generator_model."][0]
+    if gen.generator_lm_head.weight.data_ptr() != gen.electra.embeddings.word_embeddings.weight.data_ptr():
+        gen.tie_weights()
+    log.info("%s: loaded a Simple Transformers ELECTRA checkpoint (one file for the pair)", folder)
+    return gen, models["discriminator_model."][0]
 
 
 def _discriminator_config(lm, positions, train_files=None) -> hf.ElectraConfig:

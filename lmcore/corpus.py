@@ -44,8 +44,9 @@ class CorpusStats:
     """Rows read through `datasets` whose text was empty or not a string."""
 
 
-def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Expand `paths` into corpus files and check each one; raise CorpusError listing every bad one."""
+def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encoding: str | None = None) -> list[Path]:
+    """Expand `paths` into corpus files and check each one; raise CorpusError listing every bad one. `encoding`:
+    the files' codec, when not UTF-8 (UTF-16 and UTF-32 text is full of NUL bytes and is not binary)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = list(paths)
@@ -64,7 +65,7 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
         else:
             files.append(p)
     for f in files:
-        problem = check_file(f)
+        problem = check_file(f, encoding)
         if problem:
             problems.append(f"{f}: {problem}")
     if problems:
@@ -80,17 +81,18 @@ def _files_in(directory: Path) -> list[Path]:
     return sorted(out)
 
 
-def check_file(path: Path) -> str | None:
+def check_file(path: Path, encoding: str | None = None) -> str | None:
     """The problem with one corpus file, or None. Reads only as far as it must (the first non-blank byte)."""
+    wide = bool(encoding) and codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     try:
         with _open_binary(path) as f:
             head = f.read(BINARY_PROBE)
             if not head:
                 return "file is empty"
-            nul = head.find(b"\x00")
+            nul = -1 if wide else head.find(b"\x00")
             if nul >= 0:
                 return f"binary file (NUL byte at offset {nul}), not text"
-            while not head.strip():
+            while not (head.decode(encoding, errors="ignore") if wide else head).strip():
                 head = f.read(READ_CHUNK)
                 if not head:
                     return "file contains only whitespace"
@@ -207,9 +209,14 @@ def _cut(text: str) -> tuple[str, str]:
 
 
 def iter_corpus(files: list[Path], strict_utf8: bool = False, stats: CorpusStats | None = None,
-                encoding: str | None = None) -> Iterator[str]:
+                encoding: str | None = None, data_format: str | None = None,
+                dataset_cache_dir: str | None = None) -> Iterator[str]:
+    """The texts of every file in order: their lines, or with `data_format` the rows `iter_rows` reads."""
     for f in files:
-        yield from iter_lines(f, strict_utf8=strict_utf8, stats=stats, encoding=encoding)
+        if data_format is not None:
+            yield from iter_rows(f, data_format, dataset_cache_dir, stats, encoding)
+        else:
+            yield from iter_lines(f, strict_utf8=strict_utf8, stats=stats, encoding=encoding)
 
 
 _HF_BUILDERS = {"text": ("text", {}), "csv": ("csv", {}), "tsv": ("csv", {"delimiter": "\t"}),

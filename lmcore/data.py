@@ -30,7 +30,7 @@ import tokenizers
 import torch
 
 from . import atomic
-from .corpus import CorpusStats, content_hash, iter_lines, iter_rows
+from .corpus import CorpusStats, content_hash, iter_corpus
 from .tokenizer import fingerprint
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,7 @@ class Reading:
     """Tokenizing processes; None: the cores this process may use. The features never depend on it."""
 
     def texts(self, path: Path, stats: CorpusStats):
-        if self.data_format is not None:
-            return iter_rows(path, self.data_format, self.dataset_cache_dir, stats, self.encoding)
-        return iter_lines(path, self.strict_utf8, stats, self.encoding)
+        return iter_corpus([path], self.strict_utf8, stats, self.encoding, self.data_format, self.dataset_cache_dir)
 
     def key(self) -> dict:
         """The settings that change the features, only where they differ from the defaults (so caches built before

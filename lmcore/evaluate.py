@@ -8,7 +8,9 @@ so the context a window shares with the previous one is not scored twice.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -17,6 +19,8 @@ from . import dist
 from .data import Features, collate
 
 EVAL_SEED_SALT = 7919
+PROGRESS_SECONDS = 30
+log = logging.getLogger(__name__)
 
 
 def batch_generator(seed: int, *parts: int) -> torch.Generator:
@@ -31,20 +35,30 @@ def batch_generator(seed: int, *parts: int) -> torch.Generator:
 @torch.no_grad()
 def evaluate(model, objective, features: Features, batch_size: int, pad_id: int, device, seed: int,
              autocast) -> dict:
-    was_training = model.training
+    # Put back each submodule's own mode afterwards: a wrapper built just for this call is in training mode even
+    # when the model inside it was not, and model.train(was_training) would switch dropout on in that model.
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     shapes = objective.eval_sum_shapes()
     sums = {k: np.zeros(shape) for k, shape in shapes.items()}
     n = len(features)
-    for b in range(dist.rank(), math.ceil(n / batch_size), dist.world()):
+    batches = range(dist.rank(), math.ceil(n / batch_size), dist.world())
+    start = last = time.time()
+    for done, b in enumerate(batches, 1):
         batch = collate(features, range(b * batch_size, min((b + 1) * batch_size, n)), pad_id, score=True)
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast():
             out = objective.eval_sums(model, batch, batch_generator(seed, EVAL_SEED_SALT, b))
         for k, v in out.items():
             sums[k] = sums[k] + np.asarray(v, dtype=np.float64)
+        if dist.is_main() and time.time() - last > PROGRESS_SECONDS:
+            last = time.time()
+            rate = done / (last - start)
+            log.info("Evaluating: batch %d/%d (%.0f%%), %.1f batches/s, ETA %.0fs", done, len(batches),
+                     100 * done / len(batches), rate, (len(batches) - done) / rate)
     totals = _sum_over_ranks(shapes, sums, device)
-    model.train(was_training)
+    for m, mode in modes:
+        m.training = mode
     return objective.eval_metrics(totals)
 
 

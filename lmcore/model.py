@@ -19,7 +19,7 @@ import transformers as hf
 from . import atomic, checkpoint, compat, dist, electra, hardware, tracking
 from .args import ArgsError, LanguageModelingArgs
 from .corpus import resolve_files
-from .data import load_features
+from .data import features_for
 from .evaluate import evaluate
 from .hub import from_pretrained
 from .objectives import LanguageModelForTraining, LanguageModelObjective
@@ -128,7 +128,7 @@ class LanguageModelingModel:
         if self.args.tokenizer_name:
             tok = load_tokenizer(self.args.tokenizer_name)
         else:
-            files = resolve_files(train_files)
+            files = resolve_files(train_files, self.args.encoding)
             tok = None
             if dist.is_main():  # other ranks wait, then find the trained tokenizer in the cache
                 tok = train_tokenizer(self.spec, files, self.args, max_length)
@@ -198,8 +198,8 @@ class LanguageModelingModel:
         if self.args.use_early_stopping and not self.args.evaluate_during_training:
             log.warning("use_early_stopping acts on evaluations during training: set evaluate_during_training=True "
                         "(and pass eval_file), otherwise training runs to the end")
-        files = resolve_files(train_file)
-        eval_files = resolve_files(eval_file) if eval_file is not None else None
+        files = resolve_files(train_file, self.args.encoding)
+        eval_files = resolve_files(eval_file, self.args.encoding) if eval_file is not None else None
         tracker = tracking.tracker_for(self.args, self.tracker)
         resume = self._find_resume(out)
         if not self.args.no_save:
@@ -293,13 +293,12 @@ class LanguageModelingModel:
                             "to train into it, or choose another output_dir")
 
     def _features(self, files, block: int, mode: str = "train"):
-        common = dict(tokenizer=self.tokenizer, dataset_type=self.args.dataset_kind, block_size=block,
-                      cache_dir=self.args.cache_dir, reprocess=self.args.reprocess_input_data,
-                      strict_utf8=self.args.strict_utf8)
-        features = load_features(files, build=dist.is_main(), **common) if dist.is_main() else None
+        """Rank 0 builds (or finds) the features, the other ranks then open the same cache."""
+        features = features_for(files, self.tokenizer, self.args, block, build=True, mode=mode) \
+            if dist.is_main() else None
         dist.barrier()
         if features is None:
-            features = load_features(files, build=False, **common)
+            features = features_for(files, self.tokenizer, self.args, block, build=False, mode=mode)
         return features
 
     def _training_module(self) -> torch.nn.Module:
@@ -324,7 +323,7 @@ class LanguageModelingModel:
         """Evaluate on `eval_file`; returns eval_loss and perplexity (= exp(eval_loss), token-weighted) and
         writes eval_results.txt into `output_dir` (unless no_save)."""
         _warn_unused(kwargs, "eval_model()")
-        files = resolve_files(eval_file)
+        files = resolve_files(eval_file, self.args.encoding)
         with self._quiet_when_silent(silent):
             features = self._features(files, self.block_size(), "dev")
             result = self._evaluate_features(features)
@@ -410,7 +409,7 @@ class LanguageModelingModel:
         from .tokenizer import train_tokenizer_into
 
         out = str(output_dir or self.args.output_dir)
-        files = resolve_files(train_files)
+        files = resolve_files(train_files, self.args.encoding)
         tok = train_tokenizer_into(self.spec, files, self.args, self.tokenizer.model_max_length, out)
         log.info("Trained the %s tokenizer%s: %d tokens, saved to %s", self.model_type,
                  f" {tokenizer_name}" if tokenizer_name else "", len(tok), out)

@@ -44,6 +44,9 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
                 "lower": args.do_lower_case, "special": args.special_tokens, "v": 1}
     if spec.tokenizer_kind == "wordpiece":  # only WordPiece has these knobs: other kinds keep their cache keys
         settings.update(clean=args.clean_text, accents=args.strip_accents, cjk=args.handle_chinese_chars)
+    data_format = args.data_format if args.use_hf_datasets else None
+    if args.encoding or data_format:  # how the files are read changes what is learned
+        settings.update(encoding=args.encoding, format=data_format)
     key = hashlib.sha256((content_hash(files) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
     target = Path(args.cache_dir) / "tokenizers" / key
     if (target / "tokenizer_config.json").exists():
@@ -64,7 +67,8 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     stats = CorpusStats()
     log.info("Tokenizer: training a %s %s vocabulary of up to %d tokens on %d file(s)",
              spec.name, spec.tokenizer_kind, vocab_size, len(files))
-    tok = base.train_new_from_iterator(_batches(iter_corpus(files, args.strict_utf8, stats)), **train_kwargs)
+    texts = iter_corpus(files, args.strict_utf8, stats, args.encoding, data_format, args.dataset_cache_dir)
+    tok = base.train_new_from_iterator(_batches(texts), **train_kwargs)
     tok.model_max_length = max_length
     log.info("Tokenizer: %d tokens from %d lines in %.1fs", len(tok), stats.lines, time.time() - start)
     # Another rank or process may finish the same tokenizer first: theirs is identical, keep it.

@@ -114,8 +114,7 @@ def fit(run: TrainSetup) -> State:
         group_batches = batches[state.position:state.position + args.gradient_accumulation_steps]
         step_loss, step_tokens, extra = 0.0, 0, {}
         for k, indices in enumerate(group_batches):
-            batch = {n: t.to(device, non_blocking=True) for n, t in collate(run.features, indices, run.pad_id).items()
-                     if n != "score_mask"}
+            batch = {n: t.to(device, non_blocking=True) for n, t in collate(run.features, indices, run.pad_id).items()}
             gen = batch_generator(args.seed, state.epoch, state.position + k, dist.rank())
             sync = k == len(group_batches) - 1 or dist.world() == 1
             with (contextlib.nullcontext() if sync else ddp_model.no_sync()), run.autocast():

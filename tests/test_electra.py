@@ -1,6 +1,7 @@
 """ELECTRA: generator + discriminator trained together, saved apart, evaluated apart."""
 
 import math
+import shutil
 import textwrap
 
 import numpy as np
@@ -13,7 +14,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Ele
 from lmcore import LanguageModelingModel
 from lmcore.electra import histogram_auc, replace_tokens
 from tests.conftest import sample_lines
-from tests.test_seed_examples import adapt, seed_examples, write_data
+from tests.test_seed_examples import adapt, needs_pages, seed_examples, write_data
 
 DISC = {"embedding_size": 32, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
         "intermediate_size": 128}
@@ -127,6 +128,7 @@ def test_separate_models_keep_the_tie_after_loading(trained, tmp_path):
     assert g.generator_lm_head.weight is d.electra.embeddings.word_embeddings.weight
 
 
+@needs_pages
 def test_seed_electra_examples(trained, tmp_path, monkeypatch):
     """The three ELECTRA examples of the seed pages, with the import swapped and local directories."""
     out = trained["out"]
@@ -144,6 +146,17 @@ def test_seed_electra_examples(trained, tmp_path, monkeypatch):
         r = scope["result"]
         assert r["perplexity"] == r["generator_perplexity"] and 0 <= r["discriminator_accuracy"] <= 1
         assert (tmp_path / "outputs" / "discriminator_model" / "model.safetensors").exists()
+
+    # The page's checkpoint recipe (its LanguageModelingModel lines; ClassificationModel is another library's):
+    # one epoch of this corpus is one step, so the epoch checkpoint is the one the page names.
+    recipe = [c for c in specifics.values() if "checkpoint-1-epoch-1" in c][0]
+    lines = "\n".join(line for line in recipe.splitlines() if "lm_model" in line)
+    names = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert "checkpoint-1-epoch-1" in names, names
+    shutil.rmtree(tmp_path / "outputs" / "checkpoint-1-epoch-1" / "discriminator_model")
+    exec(compile("from lmcore import LanguageModelingModel\n" + lines, "checkpoint recipe", "exec"), {})
+    saved = tmp_path / "outputs" / "checkpoint-1-epoch-1" / "discriminator_model"
+    assert AutoModelForSequenceClassification.from_pretrained(saved, num_labels=2).config.num_labels == 2
 
     code = [c for t, c in specifics.items() if "generator_config" in c and "model_args = {" in c][0]
     scope = {}

@@ -1,7 +1,6 @@
 """ELECTRA: generator + discriminator trained together, saved apart, evaluated apart."""
 
 import math
-import shutil
 import textwrap
 
 import numpy as np
@@ -147,15 +146,20 @@ def test_seed_electra_examples(trained, tmp_path, monkeypatch):
         assert r["perplexity"] == r["generator_perplexity"] and 0 <= r["discriminator_accuracy"] <= 1
         assert (tmp_path / "outputs" / "discriminator_model" / "model.safetensors").exists()
 
-    # The page's checkpoint recipe (its LanguageModelingModel lines; ClassificationModel is another library's):
-    # one epoch of this corpus is one step, so the epoch checkpoint is the one the page names.
+    # The page's checkpoint recipe (its LanguageModelingModel lines; ClassificationModel is another library's),
+    # after a run whose single epoch is a single step, so its epoch checkpoint is the one the page names.
+    one_step = electra_args(tmp_path, output_dir="outputs", max_steps=-1, train_batch_size=64,
+                            save_model_every_epoch=True)
+    LanguageModelingModel("electra", None, args=one_step, train_files="data/train.txt").train_model("data/train.txt")
     recipe = [c for c in specifics.values() if "checkpoint-1-epoch-1" in c][0]
     lines = "\n".join(line for line in recipe.splitlines() if "lm_model" in line)
     names = sorted(p.name for p in (tmp_path / "outputs").iterdir())
     assert "checkpoint-1-epoch-1" in names, names
-    shutil.rmtree(tmp_path / "outputs" / "checkpoint-1-epoch-1" / "discriminator_model")
+    weights_file = tmp_path / "outputs" / "checkpoint-1-epoch-1" / "discriminator_model" / "model.safetensors"
+    before = weights_file.stat().st_mtime_ns
     exec(compile("from lmcore import LanguageModelingModel\n" + lines, "checkpoint recipe", "exec"), {})
     saved = tmp_path / "outputs" / "checkpoint-1-epoch-1" / "discriminator_model"
+    assert weights_file.stat().st_mtime_ns > before  # written again by save_discriminator
     assert AutoModelForSequenceClassification.from_pretrained(saved, num_labels=2).config.num_labels == 2
 
     code = [c for t, c in specifics.items() if "generator_config" in c and "model_args = {" in c][0]

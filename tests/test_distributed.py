@@ -117,3 +117,20 @@ def test_two_nodes_rendezvous_on_localhost(tmp_path):
     # the machine's cores to itself, so its ranks run more threads than the single agent's).
     one = reports(one_agent)[0]
     assert one["train_loss"] == pytest.approx(r[0]["train_loss"], rel=1e-4)
+
+
+def test_torch_distributed_launch_with_local_rank_copied_into_the_args(tmp_path):
+    """The launcher Simple Transformers' documentation shows, on a script that passes --local_rank on in its
+    args dict: both ranks train one model together and report the same perplexity."""
+    args = tiny_args("gpt2", tmp_path, max_steps=6, logging_steps=3, evaluate_during_training=True,
+                     evaluate_during_training_steps=3, save_eval_checkpoints=False)
+    spec = write_spec(tmp_path, "launch", args)
+    cmd = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={free_port()}",
+           str(ROOT / "tests" / "launch_script.py"), str(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    r0, r1 = reports(spec)
+    assert (r0["local_rank"], r1["local_rank"]) == (0, 1) and r0["world"] == r1["world"] == 2
+    assert r0["steps"] == r1["steps"] == 6 and r0["result"] == r1["result"]
+    assert (Path(args["output_dir"]) / "model.safetensors").exists()

@@ -15,6 +15,11 @@ ModelType = Literal["bert", "camembert", "distilbert", "electra", "gpt2", "longf
 PIPELINE_OWNED = ("output_dir", "tokenizer_name", "cache_dir", "overwrite_output_dir")
 """Settings the pipeline chooses itself (content-addressed folders); a value passed in args is ignored."""
 
+ENGINE_ONLY = ("encoding", "use_hf_datasets", "dataset_class", "no_save", "local_rank")
+"""Settings the engine honours but the pipeline cannot: prepare_corpus reads UTF-8 text files and writes the
+prepared corpus the engine then reads, the pipeline must save the model it registers, and it launches the
+processes itself. Refused with a reason rather than ignored."""
+
 
 def check_parameters(corpus=None, args: dict | None = None, nproc_per_node: int = 1, eval_corpus=None,
                      model_name: str | None = None) -> dict:
@@ -27,6 +32,11 @@ def check_parameters(corpus=None, args: dict | None = None, nproc_per_node: int 
         problems += LanguageModelingArgs.from_any(args).problems()
     except ArgsError as e:
         problems.append(f"args: {e}")
+    for name in ENGINE_ONLY:
+        if name in args and args[name] not in (None, False, -1):
+            problems.append(f"args.{name}={args[name]!r}: not available in the pipeline (prepare_corpus reads "
+                            "UTF-8 text files, the pipeline saves and registers the model, and launches the "
+                            "processes itself); use the engine directly (lmcore.LanguageModelingModel)")
     if not isinstance(nproc_per_node, int) or not 1 <= nproc_per_node <= 64:
         problems.append(f"nproc_per_node={nproc_per_node!r}: must be an integer from 1 to 64")
     if model_name and not os.path.isdir(model_name) and model_name.startswith((".", "/", "~")):

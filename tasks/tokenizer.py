@@ -19,7 +19,9 @@ from lmcore.registry import get_model_type
 from . import tracking
 from .common import content_cache, digest, logger, pipeline_home
 
-SETTINGS = ("vocab_size", "min_frequency", "do_lower_case", "special_tokens", "strict_utf8", "max_seq_length")
+SETTINGS = ("vocab_size", "min_frequency", "do_lower_case", "special_tokens", "strict_utf8", "max_seq_length",
+            "clean_text", "strip_accents", "handle_chinese_chars")
+"""The engine settings that shape a trained vocabulary (the rest of `args` cannot change it)."""
 
 
 def _key_and_output(parameters: dict) -> tuple[str, Path]:

@@ -151,3 +151,14 @@ def test_bad_parameters_are_named():
     assert "num_train_epoch" in text and "num_train_epochs" in text and "nproc_per_node=0" in text
     with pytest.raises(CorpusError, match="nowhere.txt"):
         check_parameters("nowhere.txt", {})
+
+
+def test_engine_only_settings_are_refused_by_the_pipeline_with_the_reason():
+    from flows.common import check_parameters
+
+    with pytest.raises(ArgsError) as e:
+        check_parameters(str(SAMPLE / "train.txt"), {"encoding": "latin-1", "no_save": True, "fp16": False})
+    text = str(e.value)
+    assert "args.encoding='latin-1'" in text and "args.no_save=True" in text and "fp16" not in text
+    assert check_parameters(str(SAMPLE / "train.txt"), {"fp16": False, "no_save": False}) == {"fp16": False,
+                                                                                             "no_save": False}

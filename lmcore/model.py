@@ -204,10 +204,12 @@ class LanguageModelingModel:
         resume = self._find_resume(out)
         if not self.args.no_save:
             self._check_output_dir(out, resuming=resume is not None)
-        with self._quiet_when_silent():
-            state = self._fit(files, eval_files, out, resume, tracker)
-        if tracker is not self.tracker and hasattr(tracker, "close"):
-            tracker.close()
+        try:
+            with self._quiet_when_silent():
+                state = self._fit(files, eval_files, out, resume, tracker)
+        finally:
+            if tracker is not self.tracker and hasattr(tracker, "close"):
+                tracker.close()
         self.training_details = {"global_step": state.step, "train_loss": state.train_loss,
                                  "learning_rate": state.learning_rate, "eval_history": state.eval_history,
                                  "tokens_seen": state.tokens_seen, "stopped_early": state.stopped_early}
@@ -236,7 +238,7 @@ class LanguageModelingModel:
             grad_scaler=hardware.needs_grad_scaler(self.device, precision),
             compute_dtype=str(hardware.autocast_dtype(self.device, precision) or torch.float32).split(".")[-1],
             resume=resume, group_by_length=self.args.dataset_kind == "line_by_line",
-            evaluate=(lambda: self._evaluate_features(eval_features)) if eval_features is not None else None)
+            evaluate=(lambda: self._evaluate_during_training(eval_features)) if eval_features is not None else None)
         state = fit(setup)
         self._resume_state = None
         if dist.is_main() and not self.args.no_save:
@@ -337,6 +339,10 @@ class LanguageModelingModel:
                 log.info("Evaluation: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                                                      for k, v in result.items()))
         return result
+
+    def _evaluate_during_training(self, features) -> dict:
+        with self._quiet_when_silent(self.args.evaluate_during_training_silent):
+            return self._evaluate_features(features)
 
     def _evaluate_features(self, features) -> dict:
         return evaluate(self._training_module(), self._objective(), features, self.args.eval_batch_size,

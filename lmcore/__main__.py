@@ -7,9 +7,10 @@
     python -m lmcore eval --model-type bert --model-name out --eval eval.txt
     torchrun --nproc_per_node=2 -m lmcore train ...         # the same, data-parallel
 
-A spec file holds {"model_type", "model_name", "train_files", "eval_files", "output_dir", "args": {...},
-"generator_name", "discriminator_name", "result_file"}; `--set key=value` (value parsed as JSON when it parses)
-overrides args. The eval result is printed as one JSON line and, with "result_file", written there by rank 0.
+A spec file is a `lmcore.spec.RunSpec` as JSON (model_type, model_name, train_files, eval_files, output_dir,
+args, generator_name, discriminator_name, result_file, file_hashes); `--set key=value` (value parsed as JSON when
+it parses) overrides args. The eval result is printed as one JSON line and, with result_file, written there by
+rank 0.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
+
+from .atomic import write_text
+from .spec import RunSpec
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 
@@ -44,7 +47,7 @@ def _value(text: str):
         return text
 
 
-def parse(argv: list[str]) -> tuple[str, dict]:
+def parse(argv: list[str]) -> tuple[str, RunSpec]:
     p = argparse.ArgumentParser(prog="python -m lmcore", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="train a small BERT from scratch on the bundled corpus and print its perplexity")
@@ -63,31 +66,33 @@ def parse(argv: list[str]) -> tuple[str, dict]:
                        help="a LanguageModelingArgs field (repeatable)")
     ns = p.parse_args(argv)
     if ns.command == "demo":
-        return "train", json.loads(json.dumps(DEMO))
-    spec = json.loads(Path(ns.spec).read_text()) if ns.spec else {}
+        return "train", RunSpec.from_dict(json.loads(json.dumps(DEMO)))
+    values = RunSpec.load(ns.spec).to_dict() if ns.spec else {}
     for key in ("model_type", "model_name", "generator_name", "discriminator_name", "train_files", "eval_files",
                 "output_dir", "result_file"):
         if getattr(ns, key) is not None:
-            spec[key] = getattr(ns, key)
-    spec.setdefault("args", {})
+            values[key] = getattr(ns, key)
+    values.setdefault("args", {})
     for item in ns.set:
         if "=" not in item:
             p.error(f"--set {item!r}: expected FIELD=VALUE")
         key, value = item.split("=", 1)
-        spec["args"][key] = _value(value)
-    if not spec.get("model_type"):
+        values["args"][key] = _value(value)
+    if not values.get("model_type"):
         p.error("--model-type (or model_type in --spec) is required")
-    if ns.command == "train" and not spec.get("train_files"):
+    if ns.command == "train" and not values.get("train_files"):
         p.error("--train (or train_files in --spec) is required")
-    if ns.command == "eval" and not spec.get("eval_files"):
+    if ns.command == "eval" and not values.get("eval_files"):
         p.error("--eval (or eval_files in --spec) is required")
-    return ns.command, spec
+    return ns.command, RunSpec.from_dict(values)
 
 
-def run(command: str, spec: dict) -> dict:
+def run(command: str, spec: RunSpec) -> dict:
     from lmcore import LanguageModelingModel, dist
+    from lmcore.corpus import remember_file_hashes
     from lmcore.tracking import tracker_from_environment
 
+    remember_file_hashes(spec.file_hashes)
     tracker = tracker_from_environment()  # rank 0 under MLFLOW_RUN_ID (set by the pipeline), else None
     try:
         return _run(command, spec, LanguageModelingModel, dist, tracker)
@@ -96,26 +101,24 @@ def run(command: str, spec: dict) -> dict:
             tracker.close()
 
 
-def _run(command: str, spec: dict, LanguageModelingModel, dist, tracker) -> dict:
-    args = dict(spec.get("args", {}))
-    if spec.get("output_dir"):
-        args["output_dir"] = spec["output_dir"]
-    model = LanguageModelingModel(spec["model_type"], spec.get("model_name"), args=args,
-                                  train_files=spec.get("train_files"), generator_name=spec.get("generator_name"),
-                                  discriminator_name=spec.get("discriminator_name"), tracker=tracker)
+def _run(command: str, spec: RunSpec, LanguageModelingModel, dist, tracker) -> dict:
+    args = dict(spec.args)
+    if spec.output_dir:
+        args["output_dir"] = spec.output_dir
+    model = LanguageModelingModel(spec.model_type, spec.model_name, args=args, train_files=spec.train_files or None,
+                                  generator_name=spec.generator_name, discriminator_name=spec.discriminator_name,
+                                  tracker=tracker)
     result: dict = {}
     if command == "train":
-        step, _ = model.train_model(spec["train_files"], eval_file=spec.get("eval_files"))
+        step, _ = model.train_model(spec.train_files, eval_file=spec.eval_files or None)
         result["global_step"] = step
         result["tokens_seen"] = model.training_details["tokens_seen"]
-    if spec.get("eval_files"):
-        result.update(model.eval_model(spec["eval_files"]))
+    if spec.eval_files:
+        result.update(model.eval_model(spec.eval_files))
     if dist.is_main():
         print(json.dumps(result), flush=True)
-        if spec.get("result_file"):
-            tmp = Path(spec["result_file"] + ".tmp")
-            tmp.write_text(json.dumps(result, indent=2))
-            os.replace(tmp, spec["result_file"])
+        if spec.result_file:
+            write_text(spec.result_file, json.dumps(result, indent=2))
     return result
 
 

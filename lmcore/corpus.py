@@ -262,13 +262,47 @@ def iter_rows(path: Path, data_format: str, cache_dir: str | None = None, stats:
     stats.bytes += path.stat().st_size
 
 
-def content_hash(files: list[Path]) -> str:
-    """SHA-256 over the files' names (relative order) and raw bytes: the identity of a corpus for caching."""
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\x00")
+_FILE_HASHES: dict[tuple, str] = {}
+"""(path, size, mtime_ns) -> SHA-256 of the file's bytes: each file is read for hashing once per process."""
+
+
+def _stamp(f: Path) -> tuple:
+    st = os.stat(f)
+    return (str(Path(f).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def file_hash(f: Path) -> str:
+    """SHA-256 of one file's bytes, remembered by (path, size, modification time)."""
+    stamp = _stamp(f)
+    if stamp not in _FILE_HASHES:
+        h = hashlib.sha256()
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(READ_CHUNK), b""):
                 h.update(block)
-        h.update(b"\x00")
+        _FILE_HASHES[stamp] = h.hexdigest()
+    return _FILE_HASHES[stamp]
+
+
+def known_file_hashes(files: list[Path]) -> dict[str, list]:
+    """{path: [size, mtime_ns, sha256]} of files already hashed: what a launcher passes on to the processes it
+    starts (`remember_file_hashes`), so the corpus is read for hashing once per run, not once per process."""
+    out = {}
+    for f in files:
+        stamp = _stamp(f)
+        out[stamp[0]] = [stamp[1], stamp[2], file_hash(f)]
+    return out
+
+
+def remember_file_hashes(known: dict[str, list]) -> None:
+    """Adopt hashes computed by another process; one whose file has changed since (size or time) is ignored."""
+    for path, (size, mtime_ns, digest) in (known or {}).items():
+        _FILE_HASHES[(path, int(size), int(mtime_ns))] = digest
+
+
+def content_hash(files: list[Path]) -> str:
+    """SHA-256 over the files' names (relative order) and their contents' hashes: the identity of a corpus for
+    caching. Each file's bytes are read once per process (see `file_hash`)."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(Path(f).name.encode() + b"\x00" + file_hash(Path(f)).encode() + b"\x00")
     return h.hexdigest()

@@ -20,6 +20,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from lmcore.corpus import known_file_hashes
+from lmcore.spec import RunSpec
+
 from . import tracking
 from .common import logger
 
@@ -114,12 +117,12 @@ def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, 
         engine_args["tokenizer_name"] = tokenizer_dir
     result_file = out / "result.json"
     result_file.unlink(missing_ok=True)
-    spec = {"model_type": model_type, "model_name": model_name, "train_files": [train_file],
-            "eval_files": [eval_file], "output_dir": str(out), "args": engine_args,
-            "generator_name": generator_name, "discriminator_name": discriminator_name,
-            "result_file": str(result_file)}
+    spec = RunSpec(model_type=model_type, model_name=model_name, train_files=[train_file], eval_files=[eval_file],
+                   output_dir=str(out), args=engine_args, generator_name=generator_name,
+                   discriminator_name=discriminator_name, result_file=str(result_file),
+                   file_hashes=known_file_hashes([Path(train_file), Path(eval_file)]))
     spec_file = out / "spec.json"
-    spec_file.write_text(json.dumps(spec, indent=2))
+    spec.save(spec_file)
     with tracking.child_run(parent_run_id, "pretrain", {"nproc_per_node": nproc_per_node}) as run_id:
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name,
                                      "nproc_per_node": nproc_per_node, "args": args or {}})

@@ -1,0 +1,44 @@
+"""The run spec both sides of a launch share, and a corpus read for hashing once per run."""
+
+import json
+import os
+
+import pytest
+
+from lmcore import ArgsError, corpus
+from lmcore.__main__ import parse
+from lmcore.spec import RunSpec
+
+
+def test_a_spec_round_trips_and_an_unknown_field_is_named(tmp_path):
+    spec = RunSpec(model_type="bert", train_files=["a.txt"], args={"max_steps": 3}, result_file="r.json")
+    spec.save(tmp_path / "spec.json")
+    assert RunSpec.load(tmp_path / "spec.json") == spec
+    (tmp_path / "bad.json").write_text(json.dumps({"model_type": "bert", "trian_files": ["a.txt"]}))
+    with pytest.raises(ArgsError, match="'trian_files'"):
+        RunSpec.load(tmp_path / "bad.json")
+    command, parsed = parse(["train", "--spec", str(tmp_path / "spec.json"), "--set", "max_steps=5"])
+    assert command == "train" and parsed.args == {"max_steps": 5} and parsed.train_files == ["a.txt"]
+
+
+def test_each_file_is_hashed_once_and_hashes_travel_to_other_processes(tmp_path, monkeypatch):
+    f = tmp_path / "c.txt"
+    f.write_text("some text\n" * 100)
+    opened = []
+    real_open = open
+
+    def counting_open(path, *a, **kw):
+        if str(path) == str(f):
+            opened.append(path)
+        return real_open(path, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    first = corpus.content_hash([f])
+    assert corpus.content_hash([f]) == first and len(opened) == 1
+    known = corpus.known_file_hashes([f])
+    corpus._FILE_HASHES.clear()
+    corpus.remember_file_hashes(known)  # what a launched process does with the spec's file_hashes
+    assert corpus.content_hash([f]) == first and len(opened) == 1
+    f.write_text("other text\n" * 100)  # a changed file is hashed again, never served from memory
+    os.utime(f, ns=(1, 1))
+    assert corpus.content_hash([f]) != first and len(opened) == 2

@@ -105,9 +105,16 @@ def _run(command: str, spec: RunSpec, LanguageModelingModel, dist, tracker) -> d
     args = dict(spec.args)
     if spec.output_dir:
         args["output_dir"] = spec.output_dir
-    model = LanguageModelingModel(spec.model_type, spec.model_name, args=args, train_files=spec.train_files or None,
-                                  generator_name=spec.generator_name, discriminator_name=spec.discriminator_name,
-                                  tracker=tracker)
+    try:
+        model = LanguageModelingModel(spec.model_type, spec.model_name, args=args,
+                                      train_files=spec.train_files or None, generator_name=spec.generator_name,
+                                      discriminator_name=spec.discriminator_name, tracker=tracker)
+    except ValueError as e:  # transformers checks a config only when it builds the model (hidden_size 65, 2 heads):
+        from lmcore import ArgsError, CorpusError  # bad settings like any other, exit code 2, never retried
+
+        if isinstance(e, (ArgsError, CorpusError)):
+            raise
+        raise ArgsError(f"model settings: {e}") from e
     result: dict = {}
     if command == "train":
         step, _ = model.train_model(spec.train_files, eval_file=spec.eval_files or None)

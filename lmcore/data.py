@@ -467,34 +467,38 @@ def _item_ids(item, name: str, index: int, path: Path, block_size: int) -> np.nd
 # ---------------------------------------------------------------------------------------------------------------
 
 def epoch_batches(features: Features, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
-                  group_by_length: bool = False) -> list[np.ndarray]:
-    """This rank's batches (arrays of example indices) for one epoch, a pure function of (seed, epoch).
+                  group_by_length: bool = False, accumulate: int = 1) -> list[np.ndarray]:
+    """This rank's micro-batches (arrays of example indices) for one epoch, a pure function of (seed, epoch);
+    each `accumulate` consecutive ones make one optimizer step.
 
-    Global batches of `batch_size * world` are cut from one shuffled order and each rank takes its slice, so the
-    processes together see every example once. With several processes the last global batch is filled up by
-    wrapping around, so no rank is left without work. `group_by_length` sorts examples by length inside windows of
-    50 batches before batching (then shuffles the batches), so each batch holds lines of similar length and
-    padding stays small.
+    Step batches of `batch_size * world * accumulate` examples are cut from one shuffled order, then split into
+    `accumulate` micro-batches and each of those into one slice per rank. So the examples of a step are the same
+    however they are split (32 x 1, 8 x 4 accumulation, 16 x 2 processes) and the processes together see every
+    example once. With several processes the last step batch is filled up by wrapping around, so no rank is left
+    without work. `group_by_length` sorts examples by length inside windows of 50 step batches before cutting
+    (then shuffles the step batches), so each batch holds lines of similar length and padding stays small.
     """
     rng = np.random.default_rng([seed, epoch])
     n = len(features)
     order = rng.permutation(n)
-    global_bs = batch_size * world
+    per_micro = batch_size * world
+    per_step = per_micro * accumulate
     if group_by_length:
         lengths = features.lengths()
-        window = global_bs * 50
+        window = per_step * 50
         order = np.concatenate([w[np.argsort(-lengths[w], kind="stable")]
                                 for w in np.array_split(order, max(1, math.ceil(n / window)))])
-    batches = [order[i:i + global_bs] for i in range(0, n, global_bs)]
+    steps = [order[i:i + per_step] for i in range(0, n, per_step)]
     if group_by_length:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    if world > 1 and batches and len(batches[-1]) < global_bs:
-        batches[-1] = np.resize(np.concatenate([batches[-1], order]), global_bs)
-    return [b[rank::world] for b in batches]
+        steps = [steps[i] for i in rng.permutation(len(steps))]
+    if world > 1 and steps and len(steps[-1]) % per_micro:
+        steps[-1] = np.resize(np.concatenate([steps[-1], order]), math.ceil(len(steps[-1]) / per_micro) * per_micro)
+    return [step[i:i + per_micro][rank::world] for step in steps for i in range(0, len(step), per_micro)]
 
 
 def collate(features: Features, indices, pad_id: int, score: bool = False) -> dict[str, torch.Tensor]:
-    """Pad examples to the longest in the batch: input_ids and attention_mask, shape (batch, length).
+    """Pad examples to the longest in the batch: input_ids and attention_mask, shape (batch, length), and each
+    row's example number (`index`, what its masks are seeded by).
 
     With `score` (evaluation) and sliding-window features, also `score_mask` (batch, length) bool: the positions
     to score, i.e. not padding and not the context a previous window already scored, so each token counts once.
@@ -507,7 +511,8 @@ def collate(features: Features, indices, pad_id: int, score: bool = False) -> di
     for row, e in enumerate(examples):
         ids[row, :len(e)] = e
         mask[row, :len(e)] = 1
-    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+             "index": torch.tensor(indices, dtype=torch.int64)}
     if score and features.score_from is not None:
         keep = mask.astype(bool)
         start = int(features.meta.get("prefix_tokens", 0))

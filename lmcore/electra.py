@@ -21,7 +21,7 @@ import transformers as hf
 
 from .args import ArgsError
 from .hub import from_pretrained
-from .objectives import IGNORE, mask_tokens, maskable
+from .objectives import IGNORE, _draws_for, mask_tokens, maskable
 from .registry import electra_generator_head
 from .tokenizer import load_tokenizer
 
@@ -33,16 +33,17 @@ AUC_BINS = 200
 
 # ---- the objective as pure functions --------------------------------------------------------------------------
 
-def gumbel_noise(n: int, vocab: int, generator: torch.Generator) -> torch.Tensor:
-    """(N, V) Gumbel(0, 1) noise from `generator`: argmax(logits + noise) samples from softmax(logits), and drawing
-    the noise from a seeded CPU generator makes every sample replayable (exact resume, seeded evaluation)."""
-    u = torch.rand((n, vocab), generator=generator).clamp_(1e-9, 1.0 - 1e-9)
-    return -torch.log(-torch.log(u))
-
-
-def sample_replacements(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """logits (N, V), noise (N, V) -> (N,) token ids sampled from the generator's distribution (no gradient)."""
-    return (logits.detach().float() + noise.to(logits.device)).argmax(dim=-1)
+def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None) -> torch.Tensor:
+    """logits (N, V), uniforms (N,) in [0, 1) -> (N,) token ids drawn from softmax(logits), without gradient, by
+    inverse-CDF sampling: one uniform number per masked position, drawn on the host with the example's masks, so
+    the draw is a pure function of (seed, epoch, example) and costs N random numbers, not N x V. Without
+    uniforms (a meta-device trace) the most likely token."""
+    logits = logits.detach().float()
+    if uniforms is None:
+        return logits.argmax(dim=-1)
+    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)
+    u = uniforms.to(cdf.dtype)[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[1] - 1)
 
 
 def replace_tokens(input_ids: torch.Tensor, masked: torch.Tensor, samples: torch.Tensor):
@@ -79,13 +80,14 @@ class ElectraPair(torch.nn.Module):
             generator.electra.embeddings = discriminator.electra.embeddings
             generator.generator_lm_head.weight = discriminator.electra.embeddings.word_embeddings.weight
 
-    def forward(self, masked_inputs, attention_mask, input_ids, mlm_labels, noise):
-        """One ELECTRA pass. Returns generator loss sum and count, discriminator logits (B, T) and labels (B, T)."""
+    def forward(self, masked_inputs, attention_mask, input_ids, mlm_labels, uniforms: torch.Tensor | None):
+        """One ELECTRA pass; `uniforms` (B, T) draw the replacements. Returns generator loss sum and count,
+        discriminator logits (B, T) and labels (B, T)."""
         hidden = self.generator.electra(input_ids=masked_inputs, attention_mask=attention_mask)[0]
         masked = mlm_labels != IGNORE
         gen_at_masked = electra_generator_head(self.generator, hidden[masked])  # only masked positions: (N, V)
         gen_loss = F.cross_entropy(gen_at_masked.float(), mlm_labels[masked], reduction="sum")
-        samples = sample_replacements(gen_at_masked, noise)
+        samples = sample_tokens(gen_at_masked, None if uniforms is None else uniforms[masked])
         disc_inputs, disc_labels = replace_tokens(input_ids, masked, samples)
         disc_logits = self.discriminator(input_ids=disc_inputs, attention_mask=attention_mask).logits
         return gen_loss, masked.sum(), disc_logits, disc_labels
@@ -106,40 +108,51 @@ class ElectraObjective:
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
         self.mlm_probability, self.weight = mlm_probability, weight
         self.scored_fraction = mlm_probability  # the generator's vocabulary layer sees only masked positions
+        self.weights = {"generator": 1.0, "discriminator": weight}
 
-    def _forward(self, model, batch, generator):
+    terms = ("generator", "discriminator")
+
+    def prepare(self, batch: dict, generator_for) -> dict:
+        """Host side: the masked generator inputs and labels (B, T), the discriminator's scored positions (B, T),
+        the uniform numbers the replacements are drawn with (B, T), and the token count of each loss term."""
         ids, attn = batch["input_ids"], batch["attention_mask"]
-        scored = maskable(ids, attn, self.special_ids.to(ids.device))
+        scored = maskable(ids, attn, self.special_ids)
         if "score_mask" in batch:  # sliding-window evaluation: the overlap with the previous window is context only
             scored = scored & batch["score_mask"]
-        masked_inputs, labels = mask_tokens(ids, scored, self.mask_id, self.vocab_size, self.mlm_probability,
-                                            generator)
-        noise = gumbel_noise(int((labels != IGNORE).sum()), self.vocab_size, generator)
-        gen_sum, gen_count, disc_logits, disc_labels = model(masked_inputs, attn, ids, labels, noise)
-        return gen_sum, gen_count, disc_logits, disc_labels, scored
+        draws = _draws_for(batch, generator_for, self.vocab_size)
+        masked_inputs, labels = mask_tokens(ids, scored, self.mask_id, self.mlm_probability, draws)
+        return {"input_ids": ids, "masked_inputs": masked_inputs, "attention_mask": attn, "labels": labels,
+                "scored": scored, "uniforms": draws["sample"],
+                "counts": {"generator": int((labels != IGNORE).sum()), "discriminator": int(scored.sum())}}
 
-    def train_loss(self, model, batch, generator):
-        gen_sum, gen_count, disc_logits, disc_labels, scored = self._forward(model, batch, generator)
-        gen_loss = gen_sum / gen_count.clamp(min=1)
-        disc_sum, disc_count = discriminator_loss_sum(disc_logits, disc_labels, scored)
-        disc_loss = disc_sum / disc_count.clamp(min=1)
-        parts = {"generator_loss": gen_loss.item(), "discriminator_loss": disc_loss.item()}
-        return gen_loss + self.weight * disc_loss, parts
+    def _forward(self, model, prepared: dict):
+        uniforms = None if prepared["input_ids"].device.type == "meta" else prepared["uniforms"]
+        gen_sum, _, disc_logits, disc_labels = model(prepared["masked_inputs"], prepared["attention_mask"],
+                                                     prepared["input_ids"], prepared["labels"], uniforms)
+        return gen_sum, disc_logits, disc_labels, prepared["scored"]
+
+    def loss_sums(self, model, prepared: dict) -> dict:
+        """Device side: the generator's summed MLM loss and the discriminator's summed binary loss; each is
+        divided by its own token count over the optimizer step."""
+        gen_sum, disc_logits, disc_labels, scored = self._forward(model, prepared)
+        disc_sum, _ = discriminator_loss_sum(disc_logits, disc_labels, scored)
+        return {"generator": gen_sum, "discriminator": disc_sum}
 
     def eval_sum_shapes(self) -> dict:
         scalars = ["gen_loss_sum", "gen_tokens", "disc_loss_sum", "disc_tokens", "disc_correct", "replaced",
                    "true_pos", "pred_pos"]
         return {**{k: () for k in scalars}, "pos_hist": (AUC_BINS,), "neg_hist": (AUC_BINS,)}
 
-    def eval_sums(self, model, batch, generator) -> dict:
-        gen_sum, gen_count, disc_logits, disc_labels, scored = self._forward(model, batch, generator)
-        disc_sum, disc_count = discriminator_loss_sum(disc_logits, disc_labels, scored)
+    def eval_sums(self, model, prepared: dict) -> dict:
+        gen_sum, disc_logits, disc_labels, scored = self._forward(model, prepared)
+        disc_sum, _ = discriminator_loss_sum(disc_logits, disc_labels, scored)
+        gen_count, disc_count = prepared["counts"]["generator"], prepared["counts"]["discriminator"]
         prob = torch.sigmoid(disc_logits.float())[scored]
         label = disc_labels[scored].bool()
         pred = prob > 0.5
         bins = (prob * AUC_BINS).long().clamp(max=AUC_BINS - 1).cpu()
-        return {"gen_loss_sum": gen_sum.item(), "gen_tokens": gen_count.item(), "disc_loss_sum": disc_sum.item(),
-                "disc_tokens": disc_count.item(), "disc_correct": (pred == label).sum().item(),
+        return {"gen_loss_sum": float(gen_sum), "gen_tokens": gen_count, "disc_loss_sum": float(disc_sum),
+                "disc_tokens": disc_count, "disc_correct": (pred == label).sum().item(),
                 "replaced": label.sum().item(), "true_pos": (pred & label).sum().item(),
                 "pred_pos": pred.sum().item(),
                 "pos_hist": np.bincount(bins[label.cpu()].numpy(), minlength=AUC_BINS).astype(np.float64),

@@ -17,6 +17,7 @@ import torch
 
 from . import dist
 from .data import Features, collate
+from .objectives import to_device
 
 EVAL_SEED_SALT = 7919
 PROGRESS_SECONDS = 30
@@ -46,9 +47,9 @@ def evaluate(model, objective, features: Features, batch_size: int, pad_id: int,
     start = last = time.time()
     for done, b in enumerate(batches, 1):
         batch = collate(features, range(b * batch_size, min((b + 1) * batch_size, n)), pad_id, score=True)
-        batch = {k: v.to(device) for k, v in batch.items()}
+        prepared = to_device(objective.prepare(batch, lambda i: batch_generator(seed, EVAL_SEED_SALT, i)), device)
         with autocast():
-            out = objective.eval_sums(model, batch, batch_generator(seed, EVAL_SEED_SALT, b))
+            out = objective.eval_sums(model, prepared)
         for k, v in out.items():
             sums[k] = sums[k] + np.asarray(v, dtype=np.float64)
         if dist.is_main() and time.time() - last > PROGRESS_SECONDS:

@@ -22,24 +22,41 @@ def maskable(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids:
     return attention_mask.bool() & ~torch.isin(input_ids, special_ids)
 
 
-def mask_tokens(input_ids: torch.Tensor, candidates: torch.Tensor, mask_id: int, vocab_size: int,
-                probability: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking. input_ids (B, T) long, candidates (B, T) bool -> (masked inputs, labels), both (B, T).
+def row_draws(generators, lengths: torch.Tensor, width: int, vocab_size: int) -> dict[str, torch.Tensor]:
+    """Random numbers for a batch, (B, width) each, drawn row by row: row i from `generators[i]` (seeded by that
+    example's number), over its own length only (padding gets zeros). So an example is masked the same way
+    whatever batch, micro-batch or process it lands in, and however much its batch is padded."""
+    out = {"select": torch.zeros(len(generators), width), "kind": torch.zeros(len(generators), width),
+           "random_ids": torch.zeros(len(generators), width, dtype=torch.long),
+           "sample": torch.zeros(len(generators), width)}
+    for row, (g, n) in enumerate(zip(generators, (int(n) for n in lengths.numpy()))):
+        out["select"][row, :n] = torch.rand(n, generator=g)
+        out["kind"][row, :n] = torch.rand(n, generator=g)
+        out["random_ids"][row, :n] = torch.randint(vocab_size, (n,), generator=g)
+        out["sample"][row, :n] = torch.rand(n, generator=g)
+    return out
+
+
+def mask_tokens(input_ids: torch.Tensor, candidates: torch.Tensor, mask_id: int, probability: float,
+                draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT masking. input_ids (B, T) long, candidates (B, T) bool, draws from `row_draws` -> (masked inputs,
+    labels), both (B, T).
 
     Each candidate is selected with `probability`; of the selected, 80% become `mask_id`, 10% a random token and
     10% stay unchanged. Labels hold the original id at selected positions and IGNORE elsewhere. All randomness
-    comes from `generator`, so the same generator state always masks the same way (exact resume, seeded eval).
+    comes from `draws`, so the same seeds always mask the same way (exact resume, seeded eval).
     """
-    draws = torch.rand(input_ids.shape, generator=generator)
-    selected = (draws < probability) & candidates.cpu()
-    kind = torch.rand(input_ids.shape, generator=generator)
-    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator)
-    selected = selected.to(input_ids.device)
-    kind = kind.to(input_ids.device)
+    selected = (draws["select"] < probability) & candidates
+    kind = draws["kind"]
     labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE))
     inputs = torch.where(selected & (kind < 0.8), torch.full_like(input_ids, mask_id), input_ids)
-    inputs = torch.where(selected & (kind >= 0.8) & (kind < 0.9), random_ids.to(input_ids.device), inputs)
+    inputs = torch.where(selected & (kind >= 0.8) & (kind < 0.9), draws["random_ids"], inputs)
     return inputs, labels
+
+
+def _draws_for(batch: dict, generator_for, vocab_size: int) -> dict[str, torch.Tensor]:
+    generators = [generator_for(int(i)) for i in batch["index"]]
+    return row_draws(generators, batch["attention_mask"].sum(1), batch["input_ids"].shape[1], vocab_size)
 
 
 def causal_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -147,12 +164,23 @@ class LanguageModelForTraining(torch.nn.Module):
         return token_loss_sum(logits, labels[scored], causal=False)
 
 
+def to_device(prepared: dict, device, non_blocking: bool = True) -> dict:
+    """A prepared batch's tensors on `device` (counts and seeds stay host numbers)."""
+    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+            for k, v in prepared.items()}
+
+
 class LanguageModelObjective:
     """MLM (`causal=False`) or CLM (`causal=True`) on a LanguageModelForTraining.
 
-    `train_loss` returns the mean loss over scored tokens (what is back-propagated); `eval_sums` returns sums that
-    add up over batches and processes; `eval_metrics` turns the totals into eval_loss and perplexity.
+    Every objective works in two halves so the training loop never waits on the device: `prepare` (host side,
+    on the collated batch: masks, labels and how many tokens each loss term scores) and `loss_sums` (device
+    side: the summed loss of each term). The loop divides each sum by its term's token count over the whole
+    optimizer step (all micro-batches, all processes), so every scored token weighs the same whatever the
+    batching. `eval_sums` / `eval_metrics` add up over batches and processes into eval_loss and perplexity.
     """
+
+    terms = ("lm",)
 
     def __init__(self, causal: bool, tokenizer, mlm_probability: float = 0.15):
         self.causal = causal
@@ -161,10 +189,11 @@ class LanguageModelObjective:
         self.mask_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        self.weights = {"lm": 1.0}
         if not causal and self.mask_id is None:
             raise ValueError("masked language modeling needs a tokenizer with a mask token")
 
-    def inputs_and_labels(self, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs_and_labels(self, batch: dict, generator_for) -> tuple[torch.Tensor, torch.Tensor]:
         ids, attn = batch["input_ids"], batch["attention_mask"]
         # Sliding-window evaluation: the overlap with the previous window is context only, so every token of the
         # corpus is scored once (batches for training carry no score_mask: they learn from every token).
@@ -175,23 +204,29 @@ class LanguageModelObjective:
         candidates = maskable(ids, attn, self.special_ids.to(ids.device))
         if keep is not None:
             candidates = candidates & keep
-        return mask_tokens(ids, candidates, self.mask_id, self.vocab_size, self.mlm_probability, generator)
+        draws = _draws_for(batch, generator_for, self.vocab_size)
+        return mask_tokens(ids, candidates, self.mask_id, self.mlm_probability, draws)
 
-    def _loss_sum(self, model, batch: dict, generator: torch.Generator):
-        inputs, labels = self.inputs_and_labels(batch, generator)
-        return model(input_ids=inputs, attention_mask=batch["attention_mask"], labels=labels)
+    def prepare(self, batch: dict, generator_for) -> dict:
+        """Host side: inputs (B, T), attention_mask (B, T), labels (B, T) and the scored-token count per term.
+        `generator_for(example number)` gives the generator that example's masks are drawn from."""
+        inputs, labels = self.inputs_and_labels(batch, generator_for)
+        scored = labels[:, 1:] if self.causal else labels  # a causal model predicts token t + 1 from position t
+        return {"input_ids": inputs, "attention_mask": batch["attention_mask"], "labels": labels,
+                "counts": {"lm": int((scored != IGNORE).sum())}}
 
-    def train_loss(self, model, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-        loss_sum, count = self._loss_sum(model, batch, generator)
-        return loss_sum / count.clamp(min=1), {}
+    def loss_sums(self, model, prepared: dict) -> dict:
+        """Device side: {"lm": summed cross-entropy over the scored tokens}."""
+        loss_sum, _ = model(input_ids=prepared["input_ids"], attention_mask=prepared["attention_mask"],
+                            labels=prepared["labels"])
+        return {"lm": loss_sum}
 
     def eval_sum_shapes(self) -> dict:
         """The sums `eval_sums` returns and their shapes (() for scalars)."""
         return {"loss_sum": (), "tokens": ()}
 
-    def eval_sums(self, model, batch: dict, generator: torch.Generator) -> dict:
-        loss_sum, count = self._loss_sum(model, batch, generator)
-        return {"loss_sum": loss_sum.item(), "tokens": count.item()}
+    def eval_sums(self, model, prepared: dict) -> dict:
+        return {"loss_sum": float(self.loss_sums(model, prepared)["lm"]), "tokens": prepared["counts"]["lm"]}
 
     @staticmethod
     def eval_metrics(totals: dict) -> dict:

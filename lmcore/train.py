@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,6 +23,7 @@ from . import atomic, checkpoint, dist, hardware, optim
 from .args import ArgsError, LanguageModelingArgs
 from .data import Features, collate, epoch_batches
 from .evaluate import batch_generator
+from .objectives import to_device
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +75,8 @@ class State:
 
 def plan(features: Features, args: LanguageModelingArgs) -> tuple[int, int]:
     """(micro-batches per epoch for this rank, total optimizer steps)."""
-    micro = len(epoch_batches(features, args.train_batch_size, args.seed, 0, dist.rank(), dist.world()))
+    micro = len(epoch_batches(features, args.train_batch_size, args.seed, 0, dist.rank(), dist.world(),
+                              accumulate=args.gradient_accumulation_steps))
     steps_per_epoch = math.ceil(micro / args.gradient_accumulation_steps)
     total = args.max_steps if args.max_steps and args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
     return micro, total
@@ -89,6 +92,9 @@ def fit(run: TrainSetup) -> State:
     trained = [p for group in optimizer.param_groups for p in group["params"]]
     clip = args.max_grad_norm if optim.clips_gradients(args) else math.inf
     scaler = torch.amp.GradScaler(device.type) if run.grad_scaler else None
+    # Fused AdamW can skip a step on the device (GradScaler's found_inf): no host sync per step is then needed
+    # to keep a non-finite step from being applied. Other optimizers are checked on the host every step.
+    skips_on_device = scaler is None and getattr(optimizer, "_step_supports_amp_scaling", False)
     state = State()
     if run.resume is not None:
         state = _restore(run.resume, optimizer)
@@ -103,87 +109,207 @@ def fit(run: TrainSetup) -> State:
         progress.flops_per_token = hardware.flops_per_token(model, run.features.meta["block_size"],
                                                             getattr(run.objective, "scored_fraction", 1.0))
         progress.peak = hardware.matmul_peak_flops(device.type, run.compute_dtype) * dist.world()
-    batches = None
-    while state.step < total and not state.stopped_early:
-        if batches is None:
-            batches = epoch_batches(run.features, args.train_batch_size, args.seed, state.epoch, dist.rank(),
-                                    dist.world(), run.group_by_length)
-        multiplier = optim.lr_multiplier(args, state.step, total, warmup)
-        optim.set_learning_rates(optimizer, multiplier)
-        lr = args.learning_rate * multiplier  # what is logged: custom groups scale their own rates alike
-        group_batches = batches[state.position:state.position + args.gradient_accumulation_steps]
-        step_loss, step_tokens, extra = 0.0, 0, {}
-        for k, indices in enumerate(group_batches):
-            batch = {n: t.to(device, non_blocking=True) for n, t in collate(run.features, indices, run.pad_id).items()}
-            gen = batch_generator(args.seed, state.epoch, state.position + k, dist.rank())
-            sync = k == len(group_batches) - 1 or dist.world() == 1
-            with (contextlib.nullcontext() if sync else ddp_model.no_sync()), run.autocast():
-                loss, parts = run.objective.train_loss(ddp_model, batch, gen)
-            scaled = loss / len(group_batches)
-            (scaler.scale(scaled) if scaler else scaled).backward()
-            step_loss += loss.item() / len(group_batches)
-            step_tokens += int(batch["attention_mask"].sum())
-            for name, v in parts.items():
-                extra[name] = extra.get(name, 0.0) + float(v) / len(group_batches)
-        if scaler:
-            scaler.unscale_(optimizer)
-        grad_norm = torch.nn.utils.clip_grad_norm_(trained, clip)
-        # With loss scaling an infinite gradient only means "lower the scale" (the scaler skips that step).
-        bad_grad = not math.isfinite(float(grad_norm)) and scaler is None
-        if dist.any_(not math.isfinite(step_loss) or bad_grad, device):
+    window = _Window(run.objective, tracker if main else None, args.learning_rate)
+    source = _MicroBatches(run, micro_per_epoch)
+    try:
+        while state.step < total and not state.stopped_early:
+            multiplier = optim.lr_multiplier(args, state.step, total, warmup)
+            optim.set_learning_rates(optimizer, multiplier)
+            lr = args.learning_rate * multiplier  # what is logged: custom groups scale their own rates alike
+            micro = source.step(state.epoch, state.position)
+            totals = _global_counts(run.objective, micro, device)
+            step_sums = torch.zeros(len(run.objective.terms), dtype=torch.float32, device=device)
+            for k, prepared in enumerate(micro):
+                on_device = to_device(prepared, device)
+                sync = k == len(micro) - 1 or dist.world() == 1
+                with (contextlib.nullcontext() if sync else ddp_model.no_sync()), run.autocast():
+                    sums = run.objective.loss_sums(ddp_model, on_device)
+                sums = torch.stack([sums[t].float() for t in run.objective.terms])
+                # Each term's sum over its tokens in the whole step, all processes (DDP averages the gradients
+                # over processes, hence the world factor): every scored token weighs the same.
+                loss = (sums / totals * source.term_weights).sum() * dist.world()
+                (scaler.scale(loss) if scaler else loss).backward()
+                step_sums += sums.detach()
+            if scaler:
+                scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, clip)
+            bad = ~torch.isfinite(grad_norm) | ~torch.isfinite(step_sums.sum())
+            if dist.world() > 1:
+                bad = ~torch.isfinite(grad_norm)  # the gradients are reduced: every process agrees on this one
+            if scaler:  # an infinite fp16 gradient only means "lower the scale": the scaler skips that step
+                scaler.step(optimizer)
+                scaler.update()
+            elif skips_on_device:
+                optimizer.found_inf, optimizer.grad_scale = bad.float(), None
+                optimizer.step()
+            else:
+                if bool(bad):
+                    window.add(state.step + 1, step_sums, totals, bad, lr, 0.0, 0)
+                    window.flush(state)  # raises, naming the step; nothing was applied
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLossError(
-                f"step {state.step + 1}: the training loss is {step_loss} (gradient norm {float(grad_norm)}) on at "
-                f"least one process; stopped before the optimizer step, so the last checkpoint is intact. Try a "
-                f"lower learning_rate (now {args.learning_rate}), mixed_precision='no', or check the corpus.")
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        state.position += len(group_batches)
-        state.tokens_seen += step_tokens * dist.world()
-        state.train_loss.append(step_loss)
-        state.learning_rate.append(lr)
-        epoch_done = state.position >= micro_per_epoch
-        if epoch_done:
-            state.epoch, state.position, batches = state.epoch + 1, 0, None
-
-        rate = progress.tick(state.step, step_tokens * dist.world())
-        if main and tracker is not None:
-            tracker.log_metrics({"train_loss": step_loss, "learning_rate": lr, "tokens_per_second": rate,
-                                 "mfu": progress.mfu(rate), **extra}, step=state.step)
-        if main and progress.due(state.step, args.logging_steps, total):
-            log.info("%s", progress.line(state, total, step_loss, lr))
-        _evaluate_and_save(run, optimizer, state, epoch_done, total)
+            step_tokens = sum(p["tokens"] for p in micro) * dist.world()
+            state.step += 1
+            state.position += len(micro)
+            state.tokens_seen += step_tokens
+            state.learning_rate.append(lr)
+            epoch_done = state.position >= micro_per_epoch
+            if epoch_done:
+                state.epoch, state.position = state.epoch + 1, 0
+            rate = progress.tick(state.step, step_tokens)
+            window.add(state.step, step_sums, totals, bad if scaler is None else ~torch.isfinite(step_sums.sum()),
+                       lr, rate, progress.mfu(rate))
+            evaluate_now, checkpoint_name = _due(run, state, epoch_done, total)
+            logging_now = state.step % args.logging_steps == 0 or state.step == total or \
+                state.step == progress.start_step + 1
+            if logging_now or evaluate_now or checkpoint_name:
+                window.flush(state)  # the one host sync: losses, metrics and the non-finite check
+            if main and (logging_now or progress.quiet_too_long()):
+                log.info("%s", progress.line(state, total, window.last_loss, lr))
+            _evaluate_and_save(run, optimizer, state, evaluate_now, checkpoint_name, epoch_done)
+    finally:
+        source.close()
     return state
 
 
-def _evaluate_and_save(run: TrainSetup, optimizer, state: State, epoch_done: bool, total: int) -> None:
-    """After an optimizer step: evaluate when due (steps, epoch ends, the last step), keep the best model, decide
-    on early stopping, and write the checkpoint that is due: `checkpoint-<step>-epoch-<n>` at an epoch's end,
-    else `checkpoint-<step>` every `save_steps` and at every evaluation (save_eval_checkpoints)."""
+def _global_counts(objective, micro: list[dict], device) -> torch.Tensor:
+    """Tokens each loss term scores in this optimizer step, over all micro-batches and processes (counted on
+    the host when the masks were drawn; one small all-reduce before the backward pass under DDP)."""
+    counts = torch.tensor([[p["counts"][t] for t in objective.terms] for p in micro], dtype=torch.float32).sum(0)
+    counts = counts.to(device, non_blocking=True)
+    if dist.world() > 1:
+        torch.distributed.all_reduce(counts)
+    return counts.clamp(min=1.0)
+
+
+class _MicroBatches:
+    """The prepared micro-batches (collated, masked: host work) of each optimizer step, the next step's made in
+    a background thread while the current one computes. A pure function of (seed, epoch, position), so prefetching
+    changes nothing a resumed run would see."""
+
+    def __init__(self, run: TrainSetup, micro_per_epoch: int):
+        self.run, self.micro_per_epoch = run, micro_per_epoch
+        self.accumulate = run.args.gradient_accumulation_steps
+        self.term_weights = torch.tensor([run.objective.weights[t] for t in run.objective.terms],
+                                         dtype=torch.float32, device=run.device)
+        self.pin = run.device.type == "cuda"
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmcore-batches")
+        self.pending: tuple | None = None
+        self.epoch_order: dict[int, list] = {}
+
+    def _batches(self, epoch: int) -> list:
+        if epoch not in self.epoch_order:
+            args = self.run.args
+            self.epoch_order = {epoch: epoch_batches(self.run.features, args.train_batch_size, args.seed, epoch,
+                                                     dist.rank(), dist.world(), self.run.group_by_length,
+                                                     self.accumulate)}
+        return self.epoch_order[epoch]
+
+    def _prepare(self, epoch: int, group: list) -> list[dict]:
+        out = []
+        for indices in group:
+            batch = collate(self.run.features, indices, self.run.pad_id)
+            seed = self.run.args.seed
+            prepared = self.run.objective.prepare(batch, lambda i: batch_generator(seed, epoch, i))
+            prepared["tokens"] = int(batch["attention_mask"].sum())
+            if self.pin:
+                prepared = {k2: v.pin_memory() if isinstance(v, torch.Tensor) else v for k2, v in prepared.items()}
+            out.append(prepared)
+        return out
+
+    def step(self, epoch: int, position: int) -> list[dict]:
+        key = (epoch, position)
+        if self.pending is not None and self.pending[0] == key:
+            micro = self.pending[1].result()
+        else:
+            micro = self._prepare(epoch, self._batches(epoch)[position:position + self.accumulate])
+        following = position + len(micro)
+        batches = self._batches(epoch)
+        self.pending = None
+        if following < len(batches):
+            group = batches[following:following + self.accumulate]
+            self.pending = ((epoch, following), self.pool.submit(self._prepare, epoch, group))
+        return micro
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _Window:
+    """Per-step loss sums kept on the device between logging steps and turned into numbers in one transfer: the
+    per-step training loss (token-weighted over the step's micro-batches and processes), the tracker's per-step
+    metrics, and the non-finite check. A non-finite step was never applied (skipped on the device); the first
+    one found stops training with its step number, before any later checkpoint is written."""
+
+    def __init__(self, objective, tracker, learning_rate: float):
+        self.objective, self.tracker, self.learning_rate = objective, tracker, learning_rate
+        self.rows: list[tuple] = []
+        self.last_loss = float("nan")
+
+    def add(self, step: int, sums, totals, bad, lr: float, rate: float, mfu: float) -> None:
+        self.rows.append((step, sums, totals, bad, lr, rate, mfu))
+
+    def flush(self, state: State) -> None:
+        if not self.rows:
+            return
+        sums = torch.stack([r[1] for r in self.rows])
+        if dist.world() > 1:
+            torch.distributed.all_reduce(sums)
+        totals = torch.stack([r[2] for r in self.rows])
+        bad = torch.stack([r[3].reshape(()) for r in self.rows]).float()
+        values = torch.cat([(sums / totals).flatten(), bad]).tolist()
+        terms, rows, self.rows = self.objective.terms, self.rows, []
+        per_term, flags = values[:len(rows) * len(terms)], values[len(rows) * len(terms):]
+        for i, (step, *_, lr, rate, mfu) in enumerate(rows):
+            means = dict(zip(terms, per_term[i * len(terms):(i + 1) * len(terms)]))
+            loss = sum(self.objective.weights[t] * means[t] for t in terms)
+            if flags[i]:
+                raise NonFiniteLossError(
+                    f"step {step}: the training loss is {loss} on at least one process; that step (and any later "
+                    f"non-finite one) was skipped without touching the weights, and training stopped at step "
+                    f"{state.step}, so the last checkpoint is intact. Try a lower learning_rate (now "
+                    f"{self.learning_rate}), mixed_precision='no', or check the corpus.")
+            state.train_loss.append(loss)
+            self.last_loss = loss
+            if self.tracker is not None:
+                parts = {f"{t}_loss": means[t] for t in terms} if len(terms) > 1 else {}
+                self.tracker.log_metrics({"train_loss": loss, "learning_rate": lr, "tokens_per_second": rate,
+                                          "mfu": mfu, **parts}, step=step)
+
+
+def _due(run: TrainSetup, state: State, epoch_done: bool, total: int) -> tuple[bool, str | None]:
+    """(evaluate now?, the checkpoint to write now or None), decided the same way on every process:
+    evaluations every `evaluate_during_training_steps`, at epoch ends (evaluate_each_epoch) and at the last step;
+    `checkpoint-<step>-epoch-<n>` at an epoch's end, else `checkpoint-<step>` every `save_steps` and at every
+    step evaluation (save_eval_checkpoints)."""
     args = run.args
     on_steps = args.evaluate_during_training and state.step % args.evaluate_during_training_steps == 0
     on_epoch = args.evaluate_during_training and epoch_done and args.evaluate_each_epoch
-    last = state.step == total
-    result = None
-    if run.evaluate is not None and (on_steps or on_epoch or (args.evaluate_during_training and last)):
-        # An end-of-epoch evaluation counts towards early stopping only with early_stopping_consider_epochs.
-        counts = on_steps or last or args.early_stopping_consider_epochs
-        result = _evaluate_and_keep_best(run, state, counts)
-    if args.no_save:
-        return
+    evaluate = run.evaluate is not None and (on_steps or on_epoch or (args.evaluate_during_training
+                                                                      and state.step == total))
     name = None
-    if epoch_done and args.save_model_every_epoch:
-        name = f"checkpoint-{state.step}-epoch-{state.epoch}"
-    elif (args.save_steps and args.save_steps > 0 and state.step % args.save_steps == 0) or (
-            result is not None and on_steps and args.save_eval_checkpoints):
-        name = f"checkpoint-{state.step}"
-    if name:
-        save_checkpoint(run, optimizer, state, name, result)
+    if not args.no_save:
+        if epoch_done and args.save_model_every_epoch:
+            name = f"checkpoint-{state.step}-epoch-{state.epoch}"
+        elif (args.save_steps and args.save_steps > 0 and state.step % args.save_steps == 0) or (
+                evaluate and on_steps and args.save_eval_checkpoints):
+            name = f"checkpoint-{state.step}"
+    return evaluate, name
+
+
+def _evaluate_and_save(run: TrainSetup, optimizer, state: State, evaluate: bool, checkpoint_name: str | None,
+                       epoch_done: bool) -> None:
+    """After an optimizer step: evaluate when due, keep the best model, decide on early stopping, and write the
+    checkpoint that is due (with the evaluation's results beside it)."""
+    args = run.args
+    result = None
+    if evaluate:
+        # An end-of-epoch evaluation counts towards early stopping only with early_stopping_consider_epochs.
+        on_steps = state.step % args.evaluate_during_training_steps == 0
+        counts = on_steps or not epoch_done or args.early_stopping_consider_epochs
+        result = _evaluate_and_keep_best(run, state, counts)
+    if checkpoint_name:
+        save_checkpoint(run, optimizer, state, checkpoint_name, result)
 
 
 def _evaluate_and_keep_best(run: TrainSetup, state: State, counts_for_stopping: bool) -> dict:
@@ -297,13 +423,12 @@ class _Progress:
         span = self.window[-1][0] - self.window[0][0]
         return sum(t for _, t in self.window[1:]) / max(span, 1e-9)
 
-    def due(self, step: int, every: int, total: int) -> bool:
-        if step % every == 0 or step == total or step == self.start_step + 1 or time.time() - self.last_line > 30:
-            self.last_line = time.time()
-            return True
-        return False
+    def quiet_too_long(self) -> bool:
+        """A progress line at least every 30 s, whatever logging_steps says (with the last known loss)."""
+        return time.time() - self.last_line > 30
 
     def line(self, state: State, total: int, loss: float, lr: float) -> str:
+        self.last_line = time.time()
         elapsed = time.time() - self.t0
         done = state.step - self.start_step
         eta = elapsed / max(done, 1) * (total - state.step)

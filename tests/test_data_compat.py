@@ -228,11 +228,11 @@ def test_mlm_sliding_evaluation_scores_each_position_at_most_once(tmp_path, bert
     pair = ElectraPair(hf.ElectraForMaskedLM(hf.ElectraConfig(**small)),
                        hf.ElectraForPreTraining(hf.ElectraConfig(**small)), tie=True).eval()
     electra = ElectraObjective(tok, mlm_probability=0.15, weight=50.0)
-    g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        disc_tokens = sum(electra.eval_sums(pair, collate(features, range(i, min(i + 16, len(features))),
-                                                          tok.pad_token_id, score=True), g)["disc_tokens"]
-                          for i in range(0, len(features), 16))
+        disc_tokens = sum(electra.eval_sums(pair, electra.prepare(
+            collate(features, range(i, min(i + 16, len(features))), tok.pad_token_id, score=True),
+            lambda example: torch.Generator().manual_seed(example)))["disc_tokens"]
+            for i in range(0, len(features), 16))
     assert disc_tokens == distinct
 
 

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig,
 from lmcore import LanguageModelingModel
 from lmcore.data import load_features
 from lmcore.evaluate import EVAL_SEED_SALT, batch_generator
-from lmcore.objectives import maskable, mask_tokens
+from lmcore.objectives import mask_tokens, maskable, row_draws
 from tests.conftest import sample_lines, tiny_args
 
 
@@ -96,8 +96,10 @@ def test_mlm_perplexity_is_token_weighted_like_plain_transformers(trained_dirs, 
             for r, row in enumerate(rows):
                 ids[r, :len(row)] = torch.from_numpy(row)
                 attn[r, :len(row)] = 1
-            gen = batch_generator(model.args.seed, EVAL_SEED_SALT, b)
-            inputs, labels = mask_tokens(ids, maskable(ids, attn, special), tok.mask_token_id, len(tok), 0.15, gen)
+            # Each example's masks come from a generator seeded by its number (independent of batching).
+            gens = [batch_generator(model.args.seed, EVAL_SEED_SALT, i) for i in range(b * 7, b * 7 + len(rows))]
+            draws = row_draws(gens, attn.sum(1), width, len(tok))
+            inputs, labels = mask_tokens(ids, maskable(ids, attn, special), tok.mask_token_id, 0.15, draws)
             out = hf(input_ids=inputs, attention_mask=attn, labels=labels)  # HF's own mean over masked tokens
             n = int((labels != -100).sum())
             total += out.loss.item() * n

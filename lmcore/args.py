@@ -84,6 +84,16 @@ class LanguageModelingArgs:
     chunk_text: bool = True
     """With `use_hf_datasets`: long rows are split into blocks (True) like any text; False cuts each row to one
     example of `max_seq_length` tokens (line_by_line)."""
+    text_column: str = "text"
+    """The column (JSON field, CSV header name) holding the text in JSON Lines, CSV / TSV, Parquet, Arrow and
+    datasets corpora; the other columns are ignored. Rows whose text is empty or not a string are skipped and
+    counted."""
+    dataset_split: str = "train"
+    """The split read from a saved DatasetDict folder or a dataset name in the datasets cache (`NAME[SPLIT]` or
+    `FOLDER[SPLIT]` in a path chooses one for that path alone)."""
+    dataset_config: str | None = None
+    """The configuration of a dataset name read from the datasets cache. None: the only one cached (an error
+    lists them when there are several)."""
 
     # ---- tokenizer (training from scratch) --------------------------------------------------------------------
     vocab_size: int | None = None
@@ -470,6 +480,11 @@ class LanguageModelingArgs:
             p.append(f"stride={self.stride!r}: must be in (0, 1] (a share of the window)")
         if self.use_hf_datasets and self.data_format not in DATA_FORMATS:
             p.append(f"data_format={self.data_format!r}: must be one of {', '.join(DATA_FORMATS)}")
+        for name in ("text_column", "dataset_split"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                p.append(f"{name}={getattr(self, name)!r}: must be a non-empty string")
+        if self.dataset_config is not None and (not isinstance(self.dataset_config, str) or not self.dataset_config):
+            p.append(f"dataset_config={self.dataset_config!r}: must be None or a configuration name")
         if self.process_count is not None and (not isinstance(self.process_count, int) or self.process_count < 1):
             p.append(f"process_count={self.process_count!r}: must be None or a positive integer")
         if self.thread_count is not None and (not isinstance(self.thread_count, int) or self.thread_count < 1):

@@ -1,12 +1,16 @@
-"""Corpus files -> lines of text, with every kind of bad input caught before any expensive work.
+"""Corpus sources -> texts, with every kind of bad input caught before any expensive work.
 
-`resolve_files` turns what a user passes (a file, a directory, a list of either) into a sorted list of files and
-checks each one cheaply (exists, readable, not empty, not whitespace only, not binary). `iter_lines` then streams a
-file as text with bounded memory: gzip is detected by its magic bytes, a BOM is dropped, CRLF and lone CR become
-line ends, bytes invalid in the file's encoding (UTF-8 unless told otherwise) are replaced and counted (or raised with
-the byte offset under `strict_utf8`), and a line longer than `MAX_SEGMENT` characters is cut at whitespace into
-pieces so one enormous line never sits in memory. `iter_rows` reads the "text" column of a CSV / TSV / JSON Lines
-file (or the lines of a text file) through `datasets` instead, for corpora kept in those containers.
+A source is a text file (plain or gzip), a JSON Lines, CSV / TSV, Parquet or Arrow file, a folder written by
+`Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or a dataset name in the local `datasets` cache
+(`lmcore.containers` reads all but text). `resolve_files` turns what a user passes (a file, a directory, a dataset
+name, a list of these) into sorted sources and checks each one cheaply (exists, readable, not empty, not whitespace
+only, not binary; a Parquet footer or Arrow header that opens). `iter_corpus` then checks every source against the
+settings (`CorpusReading`: the text column, the split, a JSON line that does not parse) and only then streams the
+texts, with bounded memory: text files line by line (gzip by its magic bytes, a BOM dropped, CRLF and lone CR as
+line ends, bytes invalid in the file's encoding replaced and counted or, under `strict_utf8`, an error with the byte
+offset, a line longer than `MAX_SEGMENT` characters cut at whitespace into pieces), other containers row by row
+(rows whose text is empty or not a string are counted and skipped). The same text gives the same texts whatever
+the container. `corpus_statistics` describes each source (rows, characters, duplicates, lengths).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +47,61 @@ class CorpusStats:
     invalid_bytes_replaced: int = 0
     files_with_invalid_bytes: list = field(default_factory=list)
     rows_skipped: int = 0
-    """Rows read through `datasets` whose text was empty or not a string."""
+    """Rows of JSON Lines, CSV, Parquet, Arrow or datasets whose text was empty or not a string."""
 
 
-def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encoding: str | None = None) -> list[Path]:
-    """Expand `paths` into corpus files and check each one; raise CorpusError listing every bad one. `encoding`:
-    the files' codec, when not UTF-8 (UTF-16 and UTF-32 text is full of NUL bytes and is not binary)."""
+@dataclass(frozen=True)
+class CorpusReading:
+    """How sources become texts: every setting that changes what is read (LanguageModelingArgs' names in the
+    comments)."""
+
+    strict_utf8: bool = False
+    encoding: str | None = None
+    """Codec of text, JSON Lines and CSV files (None: UTF-8)."""
+    data_format: str | None = None
+    """Read every file in this format (use_hf_datasets + data_format); None: by extension."""
+    cache_dir: str | None = None
+    """The `datasets` cache dataset names are looked up in (dataset_cache_dir; None: datasets' default)."""
+    text_column: str = "text"
+    """The column (or JSON field) holding the text (text_column)."""
+    split: str = "train"
+    """The split of a DatasetDict or a cached dataset (dataset_split)."""
+    config: str | None = None
+    """The configuration of a cached dataset name (dataset_config; None: the only one cached)."""
+
+    @classmethod
+    def from_args(cls, args) -> "CorpusReading":
+        """The reading settings of a LanguageModelingArgs (or anything with its field names)."""
+        return cls(strict_utf8=bool(getattr(args, "strict_utf8", False)), encoding=getattr(args, "encoding", None),
+                   data_format=args.data_format if getattr(args, "use_hf_datasets", False) else None,
+                   cache_dir=getattr(args, "dataset_cache_dir", None),
+                   text_column=getattr(args, "text_column", "text") or "text",
+                   split=getattr(args, "dataset_split", "train") or "train",
+                   config=getattr(args, "dataset_config", None))
+
+    def row_key(self) -> dict:
+        """The row settings that differ from the defaults, for cache keys (caches built before these settings
+        existed keep their keys)."""
+        parts = {"column": self.text_column, "split": self.split, "config": self.config}
+        return {k: v for k, v in parts.items() if v != {"column": "text", "split": "train"}.get(k)}
+
+    def texts(self, files: list[Path], stats: CorpusStats | None = None) -> Iterator[str]:
+        """Every source checked first, then the texts of each in order."""
+        stats = stats if stats is not None else CorpusStats()
+        check_sources(files, self)
+        for f in files:
+            yield from source_texts(f, self, stats)
+
+
+def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encoding: str | None = None,
+                  dataset_cache_dir: str | None = None) -> list[Path]:
+    """Expand `paths` into corpus sources and check each one; raise CorpusError listing every bad one. `encoding`:
+    the files' codec, when not UTF-8 (UTF-16 and UTF-32 text is full of NUL bytes and is not binary). A path that
+    does not exist may name a dataset in the `datasets` cache under `dataset_cache_dir` (None: its default),
+    optionally with a split, `NAME[SPLIT]`; it comes back as a `DatasetRef`. A folder written by save_to_disk is
+    one source; any other folder gives its files (sorted, hidden ones skipped)."""
+    from .containers import DatasetRef, find_dataset, is_dataset_folder
+
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = list(paths)
@@ -54,11 +109,16 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
         raise CorpusError("no corpus files given")
     files: list[Path] = []
     problems: list[str] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            problems.append(f"{p}: no such file or directory")
+    for raw in paths:
+        p = raw if isinstance(raw, DatasetRef) else Path(raw)
+        if isinstance(p, DatasetRef) or not p.exists():
+            ref, problem = find_dataset(str(p), dataset_cache_dir)
+            if ref is None:
+                problems.append(f"{p}: {problem}")
+            else:
+                files.append(ref)
         elif p.is_dir():
-            found = _files_in(p)
+            found = [p] if is_dataset_folder(p) else _files_in(p)
             if not found:
                 problems.append(f"{p}: directory has no (non-hidden) files")
             files.extend(found)
@@ -70,19 +130,41 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
             problems.append(f"{f}: {problem}")
     if problems:
         raise CorpusError("bad corpus input:\n  " + "\n  ".join(problems))
+    _warn_mixed(files)
     return files
 
 
 def _files_in(directory: Path) -> list[Path]:
+    from .containers import SKIPPED_NAMES, is_dataset_folder
+
     out = []
     for root, dirs, names in os.walk(directory):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out.extend(Path(root) / n for n in sorted(names) if not n.startswith("."))
+        saved = [d for d in dirs if not d.startswith(".") and is_dataset_folder(Path(root) / d)]
+        out.extend(Path(root) / d for d in saved)  # a saved dataset is one source: its Arrow files are not text
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in saved)
+        out.extend(Path(root) / n for n in sorted(names) if not n.startswith(".") and n not in SKIPPED_NAMES)
     return sorted(out)
 
 
+def _warn_mixed(files: list[Path]) -> None:
+    from .containers import kind_of
+
+    kinds = sorted({kind_of(f) for f in files})
+    if len(kinds) > 1 and "text" in kinds:
+        log.warning("corpus mixes containers (%s): files without a known extension are read as plain text",
+                    ", ".join(kinds))
+
+
 def check_file(path: Path, encoding: str | None = None) -> str | None:
-    """The problem with one corpus file, or None. Reads only as far as it must (the first non-blank byte)."""
+    """The problem with one corpus source, or None. Reads only as far as it must (the first non-blank byte of a
+    text file; the footer or header of a Parquet or Arrow file)."""
+    from .containers import TABLE_KINDS, kind_of, quick_problem
+
+    try:
+        if kind_of(path) in TABLE_KINDS:
+            return quick_problem(path)
+    except PermissionError:
+        return "permission denied"
     wide = bool(encoding) and codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     try:
         with _open_binary(path) as f:
@@ -114,6 +196,21 @@ def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None 
     """Yield the lines of one file (without line ends, blank lines included, long lines in pieces), decoded with
     `encoding` (a Python codec name; None: UTF-8)."""
     stats = stats if stats is not None else CorpusStats()
+    yield from _lines(path, strict_utf8, stats, encoding, cut=True)
+
+
+def decoded_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None = None,
+                  encoding: str | None = None) -> Iterator[str]:
+    """The whole lines of a JSON Lines or CSV file, decoded as `iter_lines` decodes text (a line is never cut:
+    a row is parsed whole). Only invalid bytes are counted into `stats`; the caller counts rows."""
+    own = CorpusStats()
+    yield from _lines(path, strict_utf8, own, encoding, cut=False)
+    if stats is not None and own.invalid_bytes_replaced:
+        stats.invalid_bytes_replaced += own.invalid_bytes_replaced
+        stats.files_with_invalid_bytes.extend(own.files_with_invalid_bytes)
+
+
+def _lines(path: Path, strict_utf8: bool, stats: CorpusStats, encoding: str | None, cut: bool) -> Iterator[str]:
     replaced = _Replacements(encoding or "utf-8")
     decoder = codecs.getincrementaldecoder(replaced.codec)(errors="strict")
     consumed = 0
@@ -140,12 +237,15 @@ def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None 
                     parts.append(tail)
                 tail = ""
             for line in parts:
-                yield from _segments(line)
+                if cut:
+                    yield from _segments(line)
+                else:
+                    yield line
                 stats.lines += 1
             if final:
                 break
             pending = tail + held
-            while len(pending) > MAX_SEGMENT:
+            while cut and len(pending) > MAX_SEGMENT:
                 piece, pending = _cut(pending)
                 yield piece
     stats.files += 1
@@ -210,75 +310,198 @@ def _cut(text: str) -> tuple[str, str]:
 
 def iter_corpus(files: list[Path], strict_utf8: bool = False, stats: CorpusStats | None = None,
                 encoding: str | None = None, data_format: str | None = None,
-                dataset_cache_dir: str | None = None) -> Iterator[str]:
-    """The texts of every file in order: their lines, or with `data_format` the rows `iter_rows` reads."""
-    for f in files:
-        if data_format is not None:
-            yield from iter_rows(f, data_format, dataset_cache_dir, stats, encoding)
-        else:
-            yield from iter_lines(f, strict_utf8=strict_utf8, stats=stats, encoding=encoding)
+                dataset_cache_dir: str | None = None, *, text_column: str = "text", dataset_split: str = "train",
+                dataset_config: str | None = None) -> Iterator[str]:
+    """The texts of every source in order: lines of text files, the `text_column` of the others' rows (with
+    `data_format`, every file is read in that format). Every source is checked before the first text is given."""
+    reading = CorpusReading(strict_utf8, encoding, data_format, dataset_cache_dir, text_column, dataset_split,
+                            dataset_config)
+    yield from reading.texts(files, stats)
 
 
-_HF_BUILDERS = {"text": ("text", {}), "csv": ("csv", {}), "tsv": ("csv", {"delimiter": "\t"}),
-                "json": ("json", {}), "jsonl": ("json", {})}
-ROWS_PER_READ = 1000
+def source_texts(source: Path, reading: CorpusReading, stats: CorpusStats) -> Iterator[str]:
+    """The texts of one (checked) source: a text file's lines, blank ones included (they add no tokens), or the
+    rows of any other container whose text is a non-blank string (the others counted in `stats.rows_skipped`),
+    a row longer than MAX_SEGMENT characters in pieces."""
+    from . import containers
 
-
-def iter_rows(path: Path, data_format: str, cache_dir: str | None = None, stats: CorpusStats | None = None,
-              encoding: str | None = None) -> Iterator[str]:
-    """Yield the "text" column of one file read by `datasets` in `data_format` (text, csv, tsv, json, jsonl).
-
-    `datasets` converts the file to Arrow once (cached under `cache_dir`) and the rows are then read a thousand
-    at a time from the memory-mapped table, so memory stays flat however large the file. Rows that are empty or
-    not strings are skipped and counted; a row longer than MAX_SEGMENT characters is yielded in pieces.
-    """
-    import datasets
-
-    stats = stats if stats is not None else CorpusStats()
-    if data_format not in _HF_BUILDERS:
-        raise CorpusError(f"{path}: data_format={data_format!r} is not one of {', '.join(_HF_BUILDERS)}")
-    builder, options = _HF_BUILDERS[data_format]
-    if builder == "csv":
-        options = {**options, "na_filter": False}  # a row reading "NA" or "null" is text, not a missing value
-    if encoding:
-        options = {**options, "encoding": encoding}
-    try:
-        table = datasets.load_dataset(builder, data_files=[str(path)], split="train", cache_dir=cache_dir, **options)
-    except Exception as e:  # datasets raises many types for unreadable files; name the file whatever it was
-        raise CorpusError(f"{path}: cannot be read as {data_format} by datasets ({type(e).__name__}: {e})") from e
-    if "text" not in table.column_names:
-        raise CorpusError(f"{path}: no 'text' column to read (columns: {', '.join(table.column_names) or 'none'})")
-    first = True
-    for batch in table.select_columns(["text"]).iter(batch_size=ROWS_PER_READ):
-        for row in batch["text"]:
-            if first and isinstance(row, str):  # text files keep a BOM in their first row; the plain reader drops it
-                row, first = row.removeprefix("\ufeff"), False
+    if containers.kind_of(source, reading.data_format) == "text":
+        yield from iter_lines(source, reading.strict_utf8, stats, reading.encoding)
+        return
+    for batch in containers.rows(source, reading, stats):
+        for row in batch:
             if not isinstance(row, str) or not row.strip():
                 stats.rows_skipped += 1
                 continue
             stats.lines += 1
-            yield from _segments(row)
-    stats.files += 1
-    stats.bytes += path.stat().st_size
+            if len(row) > MAX_SEGMENT:
+                yield from _segments(row)
+            else:
+                yield row
 
+
+_CHECKED: set = set()
+"""(source stamp, reading) pairs already checked in this process: tokenizer training and feature building read
+the same corpus, and a JSON Lines check parses every line."""
+
+
+def check_sources(files: list[Path], reading: CorpusReading) -> None:
+    """Raise one CorpusError listing every source that cannot be read under `reading` (missing column, corrupt
+    Parquet or Arrow data, a JSON line that does not parse, an unknown split or configuration)."""
+    from . import containers
+
+    problems = []
+    for f in files:
+        if containers.kind_of(f, reading.data_format) == "text":
+            continue
+        key = (_stamp(f), reading)
+        if key in _CHECKED:
+            continue
+        try:
+            containers.check(f, reading)
+            _CHECKED.add(key)
+        except CorpusError as e:
+            problems.append(str(e))
+    if problems:
+        raise CorpusError("bad corpus input:\n  " + "\n  ".join(problems))
+
+
+def iter_rows(path: Path, data_format: str, cache_dir: str | None = None, stats: CorpusStats | None = None,
+              encoding: str | None = None) -> Iterator[str]:
+    """The "text" column of one file read in `data_format` (text, csv, tsv, json, jsonl): `iter_corpus` with
+    that format, kept for callers of the earlier reader."""
+    from .containers import KIND_BY_FORMAT
+
+    if data_format not in KIND_BY_FORMAT:
+        raise CorpusError(f"{path}: data_format={data_format!r} is not one of {', '.join(KIND_BY_FORMAT)}")
+    yield from iter_corpus([path], False, stats, encoding, data_format, cache_dir)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------------------------
+
+LENGTH_BINS = 1 << 20
+"""Row lengths below this are counted in a histogram (exact percentiles in bounded memory); longer ones listed."""
+
+
+def corpus_statistics(files: list[Path], reading: "CorpusReading | object | None" = None) -> list[dict]:
+    """One dict per source, in order: container, rows, empty_rows (blank or empty text), non_text_rows (null or
+    not a string), characters, bytes (on disk), duplicates (rows whose exact text an earlier row of this or an
+    earlier source already had: what exact de-duplication drops), invalid_bytes (replaced with U+FFFD),
+    length_mean / length_p50 / length_p90 / length_p99 / length_max (characters per non-empty row).
+
+    `reading`: a CorpusReading, or a LanguageModelingArgs whose reading settings apply. A text file's rows are
+    its lines (a line over MAX_SEGMENT characters counts as its pieces). Memory: 8 bytes per non-empty row for
+    the duplicate count, a fixed histogram for the lengths. Plain values, ready for `pandas.DataFrame(...)`."""
+    from . import containers
+
+    if not isinstance(reading, CorpusReading):
+        reading = CorpusReading() if reading is None else CorpusReading.from_args(reading)
+    check_sources(files, reading)
+    out, hashes = [], []
+    for f in files:
+        stats = CorpusStats()
+        kind = containers.kind_of(f, reading.data_format)
+        row = {"source": str(f), "container": kind, "rows": 0, "empty_rows": 0, "non_text_rows": 0,
+               "characters": 0}
+        bins, long_rows, own = np.zeros(LENGTH_BINS, dtype=np.int64), [], []
+        batches = _line_batches(f, reading, stats) if kind == "text" else containers.rows(f, reading, stats)
+        for batch in batches:
+            strings = [t for t in batch if isinstance(t, str)]
+            texts = [t for t in strings if t.strip()]
+            row["rows"] += len(batch)
+            row["non_text_rows"] += len(batch) - len(strings)
+            row["empty_rows"] += len(strings) - len(texts)
+            lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+            row["characters"] += int(lengths.sum())
+            counted = np.bincount(lengths[lengths < LENGTH_BINS])
+            bins[:len(counted)] += counted
+            long_rows.extend(lengths[lengths >= LENGTH_BINS].tolist())
+            own.append(np.fromiter(map(hash, texts), dtype=np.int64, count=len(texts)))
+        hashes.append(np.concatenate(own) if own else np.zeros(0, dtype=np.int64))
+        row.update(bytes=sum(m.stat().st_size for m in containers.members(f)), invalid_bytes=stats.invalid_bytes_replaced, **_length_summary(bins, long_rows))
+        out.append(row)
+    for row, dups in zip(out, _duplicates(hashes)):
+        row["duplicates"] = dups
+    return out
+
+
+def _line_batches(f: Path, reading: CorpusReading, stats: CorpusStats, size: int = 1000) -> Iterator[list]:
+    batch = []
+    for line in iter_lines(f, reading.strict_utf8, stats, reading.encoding):
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _length_summary(bins: np.ndarray, long_rows: list[int]) -> dict:
+    n = int(bins.sum()) + len(long_rows)
+    if not n:
+        return {f"length_{k}": 0 for k in ("mean", "p50", "p90", "p99", "max")}
+    cumulative = np.cumsum(bins)
+    extra = sorted(long_rows)
+    total = int((bins * np.arange(LENGTH_BINS)).sum()) + sum(extra)
+
+    def nearest_rank(q: float) -> int:
+        rank = max(1, int(np.ceil(q * n)))  # the smallest length with at least q of the rows at or below it
+        if rank <= cumulative[-1]:
+            return int(np.searchsorted(cumulative, rank))
+        return extra[rank - int(cumulative[-1]) - 1]
+
+    return {"length_mean": round(total / n, 2), "length_p50": nearest_rank(0.5), "length_p90": nearest_rank(0.9),
+            "length_p99": nearest_rank(0.99), "length_max": nearest_rank(1.0)}
+
+
+def _duplicates(hashes: list[np.ndarray]) -> list[int]:
+    """Per source, its rows whose hash an earlier row (in corpus order) already had."""
+    counts = np.array([len(h) for h in hashes], dtype=np.int64)
+    if not counts.sum():
+        return [0] * len(hashes)
+    joined = np.concatenate(hashes)
+    _, first = np.unique(joined, return_index=True)
+    firsts = np.bincount(np.searchsorted(np.cumsum(counts), first, side="right"), minlength=len(hashes))
+    return [int(c - k) for c, k in zip(counts, firsts)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Identity: content hashes
+# ---------------------------------------------------------------------------------------------------------------
 
 _FILE_HASHES: dict[tuple, str] = {}
 """(path, size, mtime_ns) -> SHA-256 of the file's bytes: each file is read for hashing once per process."""
 
 
 def _stamp(f: Path) -> tuple:
-    st = os.stat(f)
-    return (str(Path(f).resolve()), st.st_size, st.st_mtime_ns)
+    """(identity, size, newest mtime_ns) of a source: a file, or the files of a dataset folder or cached name."""
+    from .containers import DatasetRef, members
+
+    if not isinstance(f, DatasetRef) and not f.is_dir():
+        st = os.stat(f)
+        return (str(Path(f).resolve()), st.st_size, st.st_mtime_ns)
+    parts = [os.stat(m) for m in members(f)]
+    identity = f"dataset:{f}" if isinstance(f, DatasetRef) else str(Path(f).resolve())
+    return (identity, sum(p.st_size for p in parts), max((p.st_mtime_ns for p in parts), default=0))
 
 
 def file_hash(f: Path) -> str:
-    """SHA-256 of one file's bytes, remembered by (path, size, modification time)."""
+    """SHA-256 of one source's bytes (of a dataset folder's or cached name's files, names included),
+    remembered by (path, size, modification time)."""
+    from .containers import DatasetRef, members
+
     stamp = _stamp(f)
     if stamp not in _FILE_HASHES:
         h = hashlib.sha256()
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(READ_CHUNK), b""):
-                h.update(block)
+        if isinstance(f, DatasetRef) or f.is_dir():
+            for m in members(f):
+                h.update(m.name.encode() + b"\x00" + file_hash(m).encode() + b"\x00")
+        else:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(READ_CHUNK), b""):
+                    h.update(block)
         _FILE_HASHES[stamp] = h.hexdigest()
     return _FILE_HASHES[stamp]
 
@@ -300,9 +523,10 @@ def remember_file_hashes(known: dict[str, list]) -> None:
 
 
 def content_hash(files: list[Path]) -> str:
-    """SHA-256 over the files' names (relative order) and their contents' hashes: the identity of a corpus for
+    """SHA-256 over the sources' names (relative order) and their contents' hashes: the identity of a corpus for
     caching. Each file's bytes are read once per process (see `file_hash`)."""
     h = hashlib.sha256()
     for f in files:
-        h.update(Path(f).name.encode() + b"\x00" + file_hash(Path(f)).encode() + b"\x00")
+        f = f if isinstance(f, Path) else Path(f)
+        h.update(f.name.encode() + b"\x00" + file_hash(f).encode() + b"\x00")
     return h.hexdigest()

@@ -30,7 +30,7 @@ import tokenizers
 import torch
 
 from . import atomic
-from .corpus import CorpusStats, content_hash, iter_corpus
+from .corpus import CorpusReading, CorpusStats, check_sources, content_hash, source_texts
 from .tokenizer import fingerprint
 
 log = logging.getLogger(__name__)
@@ -75,21 +75,30 @@ class Reading:
     encoding: str | None = None
     """Codec of plain text files (None: UTF-8)."""
     data_format: str | None = None
-    """Read the files through `datasets` in this format (text, csv, tsv, json, jsonl); None: the built-in reader."""
+    """Read every file in this format (text, csv, tsv, json, jsonl); None: each by its extension."""
     dataset_cache_dir: str | None = None
+    text_column: str = "text"
+    dataset_split: str = "train"
+    dataset_config: str | None = None
     stride: float | None = None
     """Sliding windows whose starts are this share of the window apart; None: back-to-back blocks."""
     process_count: int | None = None
     """Tokenizing processes; None: the cores this process may use. The features never depend on it."""
 
+    @property
+    def corpus(self) -> CorpusReading:
+        return CorpusReading(self.strict_utf8, self.encoding, self.data_format, self.dataset_cache_dir,
+                             self.text_column, self.dataset_split, self.dataset_config)
+
     def texts(self, path: Path, stats: CorpusStats):
-        return iter_corpus([path], self.strict_utf8, stats, self.encoding, self.data_format, self.dataset_cache_dir)
+        """The texts of one source, already checked (`check_sources`)."""
+        return source_texts(path, self.corpus, stats)
 
     def key(self) -> dict:
         """The settings that change the features, only where they differ from the defaults (so caches built before
         these settings existed keep their keys)."""
         parts = {"stride": self.stride, "encoding": self.encoding, "format": self.data_format}
-        return {k: v for k, v in parts.items() if v is not None}
+        return {**{k: v for k, v in parts.items() if v is not None}, **self.corpus.row_key()}
 
     def step(self, content: int) -> int:
         """Tokens between window starts: stride × window, at least 1, at most the window (back-to-back)."""
@@ -107,7 +116,9 @@ def features_for(files: list[Path], tokenizer, args, block_size: int, build: boo
         return custom_features(args.dataset_class, files, tokenizer, args, block_size, mode)
     reading = Reading(strict_utf8=args.strict_utf8, encoding=args.encoding,
                       data_format=args.data_format if args.use_hf_datasets else None,
-                      dataset_cache_dir=args.dataset_cache_dir,
+                      dataset_cache_dir=args.dataset_cache_dir, text_column=getattr(args, "text_column", "text"),
+                      dataset_split=getattr(args, "dataset_split", "train"),
+                      dataset_config=getattr(args, "dataset_config", None),
                       stride=float(args.stride) if args.sliding_window else None, process_count=args.process_count)
     return load_features(files, tokenizer, args.dataset_kind, block_size, args.cache_dir,
                          reprocess=args.reprocess_input_data, build=build, reading=reading)
@@ -131,7 +142,7 @@ def load_features(files: list[Path], tokenizer, dataset_type: str, block_size: i
     meta = json.loads((folder / "meta.json").read_text())
     tokens = np.memmap(folder / "tokens.bin", dtype=meta["dtype"], mode="r") if meta["num_tokens"] else \
         np.zeros(0, dtype=meta["dtype"])
-    offsets = np.fromfile(folder / "offsets.bin", dtype=np.int64)
+    offsets = np.memmap(folder / "offsets.bin", dtype=np.int64, mode="r")  # 8 bytes an example: not held in memory
     score_from = np.fromfile(folder / "score_from.bin", dtype=np.int64) if meta.get("stride") else None
     return Features(tokens, offsets, folder, meta, score_from)
 
@@ -144,22 +155,25 @@ def _build(files, tokenizer, dataset_type, block_size, folder: Path, reading: Re
         raise ValueError(f"block_size {block_size} leaves no room for text beside {len(prefix) + len(suffix)} "
                          "special tokens")
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
+    check_sources(files, reading.corpus)  # every source readable before anything is tokenized
     stats = CorpusStats()
-    progress = _Progress(sum(f.stat().st_size for f in files))
+    progress = _Progress(sum(_source_size(f) for f in files))
+    per_file = np.zeros(len(files), dtype=np.int64)
     written = {}
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         writer = written["writer"] = _ExampleWriter(tmp, dtype, prefix, suffix, sliding=reading.stride is not None)
         with contextlib.closing(_encoded_chunks(files, backend, reading, stats, progress)) as chunks:
-            _cut_examples(chunks, writer, dataset_type, content, reading.step(content), reading.stride is not None)
+            _cut_examples(_counted(chunks, per_file), writer, dataset_type, content, reading.step(content), reading.stride is not None)
         writer.close()
         meta = {"dataset_type": dataset_type, "block_size": block_size, "dtype": np.dtype(dtype).name,
                 "num_examples": writer.count, "num_tokens": writer.num_tokens, "files": [str(f) for f in files],
                 "lines": stats.lines, "bytes": stats.bytes, "invalid_bytes_replaced": stats.invalid_bytes_replaced,
                 "rows_skipped": stats.rows_skipped, "prefix_tokens": len(prefix), "stride": reading.stride,
                 "window_step": reading.step(content), "encoding": reading.encoding,
-                "data_format": reading.data_format}
+                "data_format": reading.data_format, "tokens_per_file": per_file.tolist(),
+                **({"reading": reading.corpus.row_key()} if reading.corpus.row_key() else {})}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
     atomic.replace_folder(folder, write)
@@ -167,6 +181,19 @@ def _build(files, tokenizer, dataset_type, block_size, folder: Path, reading: Re
     progress.done(writer)
     if writer.count == 0:
         raise ValueError(f"corpus {', '.join(map(str, files))} produced no examples")
+
+
+def _source_size(f: Path) -> int:
+    from .containers import members
+
+    return sum(m.stat().st_size for m in members(f))
+
+
+def _counted(chunks, per_file: np.ndarray):
+    """Pass the encoded chunks on, adding up each source's content tokens (for the statistics)."""
+    for chunk in chunks:
+        per_file[chunk[0]] += len(chunk[1])
+        yield chunk
 
 
 def _cut_examples(chunks, writer, dataset_type: str, content: int, step: int, sliding: bool) -> None:

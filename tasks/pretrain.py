@@ -1,9 +1,14 @@
 """pretrain: run the engine (`python -m lmcore train --spec ...`) as a subprocess, under torchrun for more than one
-process, with its output streamed into the Prefect run log line by line.
+process, with its output streamed into the Prefect run log line by line (progress lines included, so they reach
+the UI and a terminal watching the run).
 
 The engine's exit code says what went wrong: 2 is bad input, bad settings or a non-finite loss (retrying cannot
-help), anything else is a crash that may be transient (a killed process, a lost peer) and is retried; a retry
-resumes from the newest complete checkpoint in the same output folder.
+help), and so is a crash on a ValueError (a setting a library refused); anything else is a crash that may be
+transient (a killed process, a lost peer) and is retried; a retry resumes from the newest complete checkpoint in
+the same output folder.
+
+Under torchrun every process writes its output to a file (`<output>/ranks/`) and only rank 0's is streamed, so a
+line appears once however many processes run; when the run fails, the other ranks' error lines join the message.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +34,9 @@ from .common import logger
 
 BAD_INPUT = 2
 _CHILD_EXIT = re.compile(r"exitcode\s*:\s*(-?\d+)")
+_RANK_PREFIX = re.compile(r"^\[default\d+\]:")
+_REFUSED_SETTING = re.compile(r"^(?:[\w.]+\.)?ValueError: ")
+"""The last line of a traceback that ended on a ValueError: a library refused a setting, a retry cannot help."""
 
 
 class EngineFailed(RuntimeError):
@@ -47,11 +56,17 @@ def retry_transient(task, task_run, state) -> bool:
     return not isinstance(error, BadRunInput)
 
 
-def engine_command(spec_file: Path, nproc_per_node: int) -> list[str]:
-    if nproc_per_node > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-                "-m", "lmcore", "train", "--spec", str(spec_file)]
-    return [sys.executable, "-m", "lmcore", "train", "--spec", str(spec_file)]
+def engine_command(spec_file: Path, nproc_per_node: int, command: str = "train",
+                   rank_logs: Path | None = None) -> list[str]:
+    """`python -m lmcore <command> --spec FILE`, under torchrun when nproc_per_node > 1 (each rank's output in
+    `rank_logs`, only rank 0's on the console)."""
+    engine = ["-m", "lmcore", command, "--spec", str(spec_file)]
+    if nproc_per_node == 1:
+        return [sys.executable, *engine]
+    if rank_logs is None:
+        rank_logs = Path(spec_file).parent / "ranks"
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
+            f"--log-dir={rank_logs}", "--tee=3", "--local-ranks-filter=0", *engine]
 
 
 def engine_env(nproc_per_node: int, run_id: str | None) -> dict:
@@ -71,11 +86,14 @@ def run_engine(command: list[str], env: dict, what: str) -> None:
     An interruption (cancellation, Ctrl-C, SIGTERM) stops the whole process group before it propagates."""
     log = logger()
     tail: deque[str] = deque(maxlen=40)
+    rank_logs = _rank_logs(command)
+    if rank_logs is not None:
+        shutil.rmtree(rank_logs, ignore_errors=True)  # an earlier attempt's files
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=env, start_new_session=True, errors="replace")
     try:
         for line in proc.stdout:
-            line = line.rstrip("\n")
+            line = _RANK_PREFIX.sub("", line.rstrip("\n"))
             tail.append(line)
             log.info("%s", line)
         code = proc.wait()
@@ -84,12 +102,32 @@ def run_engine(command: list[str], env: dict, what: str) -> None:
         raise
     if code == 0:
         return
-    codes = {int(c) for c in _CHILD_EXIT.findall("\n".join(tail))}
-    bad = code == BAD_INPUT or BAD_INPUT in codes
-    errors = [t for t in tail if t.startswith("error:") or "Error" in t][-5:]
+    lines = list(tail) + _other_ranks_lines(rank_logs)
+    codes = {int(c) for c in _CHILD_EXIT.findall("\n".join(lines))}
+    refused = [t for t in lines if _REFUSED_SETTING.match(t.strip())]
+    bad = code == BAD_INPUT or BAD_INPUT in codes or bool(refused)
+    errors = list(dict.fromkeys(t.strip() for t in lines if t.startswith("error:") or "Error" in t))[-5:]
     message = f"{what} failed (exit code {code}{', ranks ' + str(sorted(codes)) if codes else ''})" + (
         ": " + " | ".join(errors) if errors else "")
     raise (BadRunInput if bad else EngineFailed)(message, code)
+
+
+def _rank_logs(command: list[str]) -> Path | None:
+    for arg in command:
+        if arg.startswith("--log-dir="):
+            return Path(arg.split("=", 1)[1])
+    return None
+
+
+def _other_ranks_lines(rank_logs: Path | None, per_rank: int = 20) -> list[str]:
+    """The last lines of every rank but 0 (torchrun keeps them in <log-dir>/<run>/attempt_<n>/<rank>/)."""
+    if rank_logs is None or not rank_logs.exists():
+        return []
+    out = []
+    for f in sorted(rank_logs.glob("*/attempt_*/*/std*.log")):
+        if f.parent.name != "0":
+            out += f.read_text(errors="replace").splitlines()[-per_rank:]
+    return out
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -108,29 +146,34 @@ def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, 
              model_name: str | None = None, tokenizer_dir: str | None = None, generator_name: str | None = None,
              discriminator_name: str | None = None, nproc_per_node: int = 1,
              parent_run_id: str | None = None) -> dict:
-    """Train with the engine; returns {"output_dir", "result" (the engine's eval result), "run_id"}."""
+    """Train with the engine; returns {"output_dir", "result" (global_step, tokens_seen), "run_id"}.
+
+    The model is not evaluated here: the evaluate stage scores every model one way (so a fine-tuned model and the
+    champion it is compared with get figures computed alike, and each model has one perplexity). `eval_file` is
+    handed to the engine only for evaluate_during_training."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    args = dict(args or {})
     engine_args = {"overwrite_output_dir": True, "resume_from_checkpoint": "latest",
-                   "cache_dir": str(out.parent / "engine-cache"), **(args or {})}
+                   "cache_dir": str(out.parent / "engine-cache"), **args}
     if tokenizer_dir and not model_name:
         engine_args["tokenizer_name"] = tokenizer_dir
     result_file = out / "result.json"
     result_file.unlink(missing_ok=True)
-    spec = RunSpec(model_type=model_type, model_name=model_name, train_files=[train_file], eval_files=[eval_file],
+    eval_files = [eval_file] if args.get("evaluate_during_training") else []
+    spec = RunSpec(model_type=model_type, model_name=model_name, train_files=[train_file], eval_files=eval_files,
                    output_dir=str(out), args=engine_args, generator_name=generator_name,
                    discriminator_name=discriminator_name, result_file=str(result_file),
-                   file_hashes=known_file_hashes([Path(train_file), Path(eval_file)]))
+                   file_hashes=known_file_hashes([Path(f) for f in [train_file, *eval_files]]))
     spec_file = out / "spec.json"
     spec.save(spec_file)
+    command = engine_command(spec_file, nproc_per_node)
     with tracking.child_run(parent_run_id, "pretrain", {"nproc_per_node": nproc_per_node}) as run_id:
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name,
-                                     "nproc_per_node": nproc_per_node, "args": args or {}})
-        logger().info("pretrain: %s", " ".join(engine_command(spec_file, nproc_per_node)))
-        run_engine(engine_command(spec_file, nproc_per_node), engine_env(nproc_per_node, run_id),
-                   f"training {model_type}")
+                                     "nproc_per_node": nproc_per_node, "args": args})
+        logger().info("pretrain: %s", " ".join(command))
+        run_engine(command, engine_env(nproc_per_node, run_id), f"training {model_type}")
         result = json.loads(result_file.read_text())
-        tracking.log_metrics(run_id, result, step=int(result.get("global_step", 0)))
-        if run_id:
-            tracking.log_loss_curve(run_id, [run_id, parent_run_id], out)
+        tracking.log_metrics(run_id, {k: v for k, v in result.items() if k in ("global_step", "tokens_seen")},
+                             step=int(result.get("global_step", 0)))
     return {"output_dir": str(out), "result": result, "run_id": run_id}

@@ -1,5 +1,6 @@
-"""The MLflow run structure of the pipeline, in one place: where the store is, one parent run per flow run, one child
-run per task, how runs end (FINISHED, FAILED, KILLED; never left RUNNING), flattened parameters, loss curves.
+"""The MLflow run structure of the pipeline, in one place: where the store is, experiments that open on MLflow's
+training view, one parent run per flow run, one child run per task, how runs end (FINISHED, FAILED, KILLED; never
+left RUNNING), flattened parameters.
 
 Runs are addressed by id through `MlflowClient`, never through MLflow's "active run" state, so a task running in a
 worker thread and an engine process under torchrun all log into the run they were handed.
@@ -45,17 +46,41 @@ def use_store() -> None:
     mlflow.set_registry_uri(tracking_uri())
 
 
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+"""Makes the MLflow UI open the experiment on its training runs, not on the GenAI (traces) pages."""
+TRAINING_VIEW = "training"
+"""The runs-table view stored on every experiment (`<experiment URL>?viewStateShareKey=training`)."""
+_VIEW = {"orderByKey": "attributes.start_time", "orderByAsc": False,
+         "selectedColumns": ["attributes.`Models`", "metrics.`perplexity`", "metrics.`champion_perplexity`",
+                             "metrics.`challenger_perplexity`", "metrics.`discriminator_accuracy`",
+                             "params.`model_type`", "params.`register_as`", "params.`corpus.documents`",
+                             "tags.`decision`"]}
+
+
 def experiment_id(name: str) -> str:
+    """The id of experiment `name`, created when missing, with the tags that make the UI show training runs."""
     c = client()
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    try:
-        # The kind tag makes the MLflow UI open the experiment on its training-runs table, not the GenAI overview.
-        return c.create_experiment(name, artifact_location=(artifact_root() / name).as_uri(),
-                                   tags={"mlflow.experimentKind": "custom_model_development"})
-    except Exception:  # created meanwhile by a concurrent flow run
-        return c.get_experiment_by_name(name).experiment_id
+    if exp is None:
+        try:
+            return c.create_experiment(name, artifact_location=(artifact_root() / name).as_uri(),
+                                       tags={**EXPERIMENT_TAGS, **_view_tag()})
+        except Exception:  # created meanwhile by a concurrent flow run
+            exp = c.get_experiment_by_name(name)
+    for key, value in {**EXPERIMENT_TAGS, **_view_tag()}.items():  # an experiment created by `mlflow run`, say
+        if key not in exp.tags:
+            c.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
+
+
+def _view_tag() -> dict:
+    return {f"mlflow.sharedViewState.{TRAINING_VIEW}": json.dumps(_VIEW)}
+
+
+def training_view_url(ui: str, experiment: str) -> str:
+    """Where experiment `experiment`'s runs table opens in training mode, with the perplexity columns shown."""
+    return (f"{ui.rstrip('/')}/#/experiments/{experiment_id(experiment)}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={TRAINING_VIEW}")
 
 
 def start_run(experiment: str, name: str, parent_id: str | None = None, tags: dict | None = None) -> str:
@@ -98,6 +123,41 @@ def child_run(parent_id: str | None, name: str, tags: dict | None = None):
         yield run_id
 
 
+def flow_run_tags() -> dict:
+    from prefect.runtime import deployment, flow_run
+
+    return {"prefect.flow_run_id": flow_run.id, "prefect.flow_run_name": flow_run.name,
+            "prefect.flow_name": flow_run.flow_name, "prefect.deployment": deployment.name,
+            "prefect.deployment_id": deployment.id}
+
+
+@contextlib.contextmanager
+def flow_parent_run(experiment: str, tags: dict | None = None):
+    """The flow run's parent run in `experiment`, ended FINISHED / FAILED / KILLED with the flow.
+
+    Under `mlflow run` (MLFLOW_RUN_ID set) the run it made is the parent when it is in `experiment` (`mlflow run
+    --experiment-name pretrain`), and `mlflow run` ends it. A run `mlflow run` put elsewhere (the Default
+    experiment, when no --experiment-name is given) is not where the pipeline's runs belong: it gets a tag and a
+    note pointing at the parent run made in `experiment`."""
+    from prefect.runtime import flow_run
+
+    tags = {k: str(v) for k, v in {**flow_run_tags(), **(tags or {})}.items() if v is not None}
+    adopted = os.environ.get("MLFLOW_RUN_ID")
+    if adopted and client().get_run(adopted).info.experiment_id == experiment_id(experiment):
+        set_tags(adopted, tags)
+        yield adopted
+        return
+    run_id = start_run(experiment, flow_run.name or experiment, tags=tags)
+    if adopted:
+        note = (f"The pipeline's runs are in experiment {experiment!r}: parent run {run_id} (pass "
+                f"--experiment-name {experiment} to `mlflow run` to make this run the parent).")
+        set_tags(adopted, {"pipeline.parent_run_id": run_id, "pipeline.experiment": experiment,
+                           "mlflow.note.content": note})
+        print(note, flush=True)
+    with tracked(run_id):
+        yield run_id
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     """{"config": {"hidden_size": 32}} -> {"config.hidden_size": "32"}: MLflow params are flat strings."""
     out = {}
@@ -135,36 +195,26 @@ def log_metrics(run_id: str | None, metrics: dict, step: int = 0) -> None:
     client().log_batch(run_id, metrics=items)
 
 
-def log_loss_curve(source_run: str, targets: list[str], workdir: Path) -> Path | None:
-    """Plot the per-step training loss of `source_run` and log the image to every run in `targets`."""
-    history = client().get_metric_history(source_run, "train_loss")
-    if not history:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    points = sorted({m.step: m.value for m in history}.items())
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([s for s, _ in points], [v for _, v in points])
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / "loss_curve.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    for run_id in targets:
-        if run_id:
-            client().log_artifact(run_id, str(path))
-    return path
-
-
 def set_tags(run_id: str | None, tags: dict) -> None:
     if not run_id:
         return
     from mlflow.entities import RunTag
 
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def main(argv=None) -> None:
+    """`python -m tasks.tracking EXPERIMENT... [--ui URL]`: create the experiments (tagged for the training view)
+    and print the URL of each one's training view (scripts/up runs it)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m tasks.tracking", description=main.__doc__)
+    p.add_argument("experiments", nargs="+")
+    p.add_argument("--ui", default="http://127.0.0.1:5000")
+    ns = p.parse_args(argv)
+    for name in ns.experiments:
+        print(f"{name}: {training_view_url(ns.ui, name)}")
+
+
+if __name__ == "__main__":
+    main()

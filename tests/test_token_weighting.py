@@ -1,0 +1,115 @@
+"""Every token counts once: one step of 32 examples gives the same gradients as 4 accumulated micro-batches of 8
+and as 2 processes of 16 (masked LM, causal LM, ELECTRA), and the training loop waits on the host only when it
+logs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmcore import LanguageModelingModel, hardware, train
+from lmcore import model as model_module
+from tests.conftest import sample_lines, tiny_args
+from tests.test_electra import electra_args
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_DROPOUT = {"bert": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+              "gpt2": {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+              "electra": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}}
+
+
+def settings(model_type, where: Path, batch: int, accumulate: int) -> dict:
+    common = dict(max_steps=1, train_batch_size=batch, gradient_accumulation_steps=accumulate, learning_rate=1e-4,
+                  dataset_type="line_by_line", max_grad_norm=1e9, mixed_precision="no", save_steps=-1,
+                  save_model_every_epoch=False, cache_dir=str(where.parent / "cache"), logging_steps=1)
+    if model_type == "electra":
+        disc = {"embedding_size": 32, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "intermediate_size": 64, **NO_DROPOUT["electra"]}
+        gen = {**disc, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1}
+        return electra_args(where, discriminator_config=disc, generator_config=gen, **common)
+    args = tiny_args(model_type, where, **common)
+    args["config"].update(NO_DROPOUT[model_type])
+    return args
+
+
+@pytest.fixture(scope="module")
+def lines(tmp_path_factory):
+    """Lines of very different lengths, so micro-batches score very different numbers of tokens."""
+    f = tmp_path_factory.mktemp("lines") / "train.txt"
+    f.write_text("\n".join(sample_lines("train.txt", 400)) + "\n")
+    return f
+
+
+def run(model_type, where: Path, lines: Path, batch: int, accumulate: int, processes: int = 1) -> dict:
+    where.mkdir(parents=True)
+    spec = {"model_type": model_type, "args": settings(model_type, where, batch, accumulate),
+            "train_files": [str(lines)], "out": str(where / "grads.pt")}
+    (where / "spec.json").write_text(json.dumps(spec))
+    if processes == 1:
+        cmd = [sys.executable, str(ROOT / "tests" / "grad_script.py"), str(where / "spec.json")]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+               str(ROOT / "tests" / "grad_script.py"), str(where / "spec.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=where,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(where / "grads.pt")
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert a["grads"].keys() == b["grads"].keys()
+    for name in a["grads"]:
+        torch.testing.assert_close(a["grads"][name], b["grads"][name], rtol=1e-4, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "electra"])
+def test_accumulating_micro_batches_gives_the_gradient_of_one_big_batch(model_type, tmp_path, lines):
+    one = run(model_type, tmp_path / "1x32", lines, 32, 1)
+    four = run(model_type, tmp_path / "4x8", lines, 8, 4)
+    assert_same(one, four)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "electra"])
+def test_two_processes_give_the_gradient_of_one_big_batch(model_type, tmp_path, lines):
+    one = run(model_type, tmp_path / "1x32", lines, 32, 1)
+    two = run(model_type, tmp_path / "2x16", lines, 16, 1, processes=2)
+    assert_same(one, two)
+
+
+def test_the_training_loop_waits_on_the_host_only_when_it_logs(tmp_path, lines, monkeypatch):
+    args = tiny_args("bert", tmp_path, max_steps=20, logging_steps=5, save_steps=-1, mixed_precision="no")
+    model = LanguageModelingModel("bert", None, args=args, train_files=str(lines))
+    hardware.matmul_peak_flops("cpu", "float32")  # measured once per process, before training
+    syncs, flushes, inside = [], [], [False]
+    flush = train._Window.flush
+
+    def counted_flush(self, state):
+        inside[0] = True
+        try:
+            flushes.append(state.step)
+            return flush(self, state)
+        finally:
+            inside[0] = False
+
+    def spy(name, real):
+        def call(*a, **kw):
+            if not inside[0]:
+                syncs.append(name)
+            return real(*a, **kw)
+        return call
+
+    monkeypatch.setattr(train._Window, "flush", counted_flush)
+    monkeypatch.setattr(torch.Tensor, "item", spy("item", torch.Tensor.item))
+    monkeypatch.setattr(torch.Tensor, "tolist", spy("tolist", torch.Tensor.tolist))
+    monkeypatch.setattr(torch.distributed, "all_reduce", spy("all_reduce", torch.distributed.all_reduce))
+    monkeypatch.setattr(model_module, "fit", spy("fit-start", train.fit))  # a marker: nothing before counts
+    model.train_model(str(lines))
+    during_fit = syncs[syncs.index("fit-start") + 1:]
+    assert during_fit == [] and flushes == [1, 5, 10, 15, 20]
+    assert len(model.training_details["train_loss"]) == 20

@@ -4,37 +4,27 @@ An ELECTRA model (registered as <name>-generator and <name>-discriminator) is fi
 both aliases move together; its perplexity is the generator's.
 
 A folder whose content has not changed since the last run of this flow for the same model is not trained on
-again (the content hash is kept as a tag on the registered model).
+again (the registry keeps the content hash of the corpus each name was last trained on).
 
-    python -m flows.finetune --corpus-dir data/incoming --register-as lm-bert --args '{"max_steps": 200}'
+    python -m flows.finetune --corpus-dir data/incoming --register-as sample-data-bert --args '{"max_steps": 200}'
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from prefect import flow
 from prefect.runtime import flow_run
 
-from flows.common import check_parameters, parent_run, use_running_server_or_temporary
-from lmcore.corpus import content_hash, resolve_files
+from flows.common import use_running_server_or_temporary
 from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
-from tasks.corpus import corpus_ready, prepare_corpus
-from tasks.electra import split_electra
+from tasks.corpus import corpus_ready, fingerprint_corpus, prepare_corpus
 from tasks.evaluate import evaluate
-from tasks.models import (
-    CHALLENGER,
-    CHAMPION,
-    CORPUS_TAG,
-    champion_folder,
-    champion_pair_folder,
-    electra_names,
-    register_model,
-)
+from tasks.inputs import check_parameters
 from tasks.pretrain import pretrain as pretrain_task
+from tasks.registry import fetch_champion, find_champion, promote, register
 
 
 @flow(name="finetune")
@@ -42,93 +32,46 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_f
              nproc_per_node: int = 1, experiment: str = "finetune", force: bool = False) -> dict:
     """Fine-tune `register_as`@champion on `corpus_dir`; the new version becomes champion only if its perplexity
     on the eval split is lower. force: train even when the folder has not changed since the last run."""
-    with parent_run(experiment, {"stage": "finetune", "registered_model": register_as}) as run_id:
-        if Path(corpus_dir).is_dir() and not any(not f.name.startswith(".") for f in Path(corpus_dir).rglob("*")
-                                                 if f.is_file()):
-            logger().info("%s is empty: nothing to fine-tune on", corpus_dir)
+    with tracking.flow_parent_run(experiment, {"stage": "finetune", "registered_model": register_as}) as run_id:
+        incoming = fingerprint_corpus(corpus_dir)
+        if incoming["empty"]:
             tracking.set_tags(run_id, {"outcome": "nothing new"})
             return {"mlflow_run_id": run_id, "trained": False, "reason": "corpus_dir is empty"}
         args = check_parameters(corpus_dir, dict(args or {}), nproc_per_node)
-        electra = not _registered(register_as) and all(_registered(n) for n in electra_names(register_as))
-        # Where the last corpus fingerprint is kept: the registered model, or for ELECTRA its discriminator.
-        holder = electra_names(register_as)[1] if electra else register_as
-        fingerprint = content_hash(resolve_files(corpus_dir))
-        last = tracking.client().get_registered_model(holder).tags.get(CORPUS_TAG) if _registered(holder) else None
-        if fingerprint == last and not force:
+        champion = find_champion(register_as)
+        if incoming["hash"] == champion["last_corpus_hash"] and not force:
             logger().info("Nothing new in %s since the last fine-tuning of %s (content %s): not training",
-                          corpus_dir, register_as, fingerprint[:12])
-            tracking.set_tags(run_id, {"outcome": "nothing new", "corpus_hash": fingerprint})
+                          corpus_dir, register_as, incoming["hash"][:12])
+            tracking.set_tags(run_id, {"outcome": "nothing new", "corpus_hash": incoming["hash"]})
             return {"mlflow_run_id": run_id, "trained": False, "reason": "nothing new in corpus_dir"}
-        if electra:
-            champion_dir, old_versions = champion_pair_folder(register_as)
-            model_type, old_version = "electra", old_versions[holder]
-        else:
-            champion_dir, model_type, old_version = champion_folder(register_as)
-            old_versions = {register_as: old_version}
-        tracking.log_params(run_id, {"model_type": model_type, "champion_version": old_version,
+        local = fetch_champion(champion)
+        model_type = local["model_type"]
+        tracking.log_params(run_id, {"model_type": model_type, "champion_version": champion["version"],
                                      "nproc_per_node": nproc_per_node, "eval_fraction": eval_fraction, "args": args,
-                                     "corpus_hash": fingerprint})
+                                     "corpus_hash": incoming["hash"]})
         prep, _ = cached_call(prepare_corpus, False, corpus_ready, corpus=corpus_dir, eval_fraction=eval_fraction,
                               strict_utf8=bool(args.get("strict_utf8")), parent_run_id=run_id)
-        old = evaluate(model_type, champion_dir, prep["eval_file"], label=f"champion v{old_version}",
+        old = evaluate(model_type, local["folder"], prep["eval_file"], args=args,
+                       label=f"champion v{champion['version']}", nproc_per_node=nproc_per_node,
                        parent_run_id=run_id, prefix="champion_")
         trained = pretrain_task(model_type=model_type, train_file=prep["train_file"], eval_file=prep["eval_file"],
                                 output_dir=str(pipeline_home() / "models" / str(flow_run.id or run_id)),
-                                args=args, model_name=champion_dir, nproc_per_node=nproc_per_node,
+                                args=args, model_name=local["folder"], nproc_per_node=nproc_per_node,
                                 parent_run_id=run_id)
-        # Evaluated the same way as the champion (a fresh engine process), not with the figures from the end of
-        # training: the two paths can differ in the last digits, and the decision compares the two numbers.
-        new = evaluate(model_type, trained["output_dir"], prep["eval_file"], label="challenger",
-                       parent_run_id=run_id, prefix="challenger_")
-        tracking.log_metrics(run_id, {"perplexity": new["perplexity"]})
-        tags = {"corpus_hash": fingerprint, "fine_tuned_from": old_version}
-        if electra:
-            registered = split_electra(trained["output_dir"], register_as, parent_run_id=run_id, tags=tags)
-            new_versions = {registered[part]["name"]: registered[part]["version"]
-                            for part in ("generator", "discriminator")}
-        else:
-            registered = register_model(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
-                                        tags=tags, parent_run_id=run_id, first_is_champion=False)
-            new_versions = {register_as: registered["version"]}
-        promoted = decide(new_versions, old_versions, old["perplexity"], new["perplexity"], run_id)
-        tracking.client().set_registered_model_tag(holder, CORPUS_TAG, fingerprint)
-    version = new_versions[holder]
-    return {"mlflow_run_id": run_id, "trained": True, "promoted": promoted, "champion_perplexity": old["perplexity"],
-            "challenger_perplexity": new["perplexity"], "version": version,
-            "champion_version": version if promoted else old_version, "versions": new_versions,
-            "champion_versions": new_versions if promoted else old_versions}
-
-
-def decide(new_versions: dict[str, str], old_versions: dict[str, str], old_ppl: float, new_ppl: float,
-           run_id: str) -> bool:
-    """Champion moves to the new versions only on a strictly lower perplexity (an ELECTRA pair moves together:
-    generator and discriminator); the decision and both figures go into the run log and onto the MLflow run."""
-    c = tracking.client()
-    for name, version in new_versions.items():
-        c.set_registered_model_alias(name, CHALLENGER, version)
-    promoted = new_ppl < old_ppl
-    if promoted:
-        for name, version in new_versions.items():
-            c.set_registered_model_alias(name, CHAMPION, version)
-    new, old = _versions(new_versions), _versions(old_versions)
-    decision = (f"{new} perplexity {new_ppl:.4f} vs champion {old} {old_ppl:.4f}: "
-                + (f"promoted to {CHAMPION}" if promoted else f"not better, {CHAMPION} stays {old}"))
-    logger().info("%s", decision)
-    tracking.set_tags(run_id, {"decision": "promoted" if promoted else "kept champion", "decision_detail": decision,
-                               "outcome": "trained"})
-    return promoted
-
-
-def _versions(versions: dict[str, str]) -> str:
-    return " + ".join(f"{name} v{version}" for name, version in versions.items())
-
-
-def _registered(name: str) -> bool:
-    try:
-        tracking.client().get_registered_model(name)
-        return True
-    except Exception:
-        return False
+        new = evaluate(model_type, trained["output_dir"], prep["eval_file"], args=args, label="challenger",
+                       nproc_per_node=nproc_per_node, parent_run_id=run_id, prefix="challenger_")
+        registered = register(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
+                              tags={"corpus_hash": incoming["hash"], "fine_tuned_from": champion["version"]},
+                              parent_run_id=run_id, first_is_champion=False)
+        decision = promote(champion, registered["versions"], old["perplexity"], new["perplexity"],
+                           corpus_hash=incoming["hash"], parent_run_id=run_id)
+    versions = registered["versions"]
+    version = versions[champion["holder"]]
+    return {"mlflow_run_id": run_id, "trained": True, "promoted": decision["promoted"],
+            "champion_perplexity": old["perplexity"], "challenger_perplexity": new["perplexity"],
+            "version": version, "champion_version": version if decision["promoted"] else champion["version"],
+            "versions": versions, "champion_versions": decision["champion_versions"],
+            "decision": decision["decision"]}
 
 
 def main(argv=None) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -404,13 +405,20 @@ def _cached_folder(source, name: str, reading) -> Path:
     network: the newest prepared copy of the configuration (`dataset_config`, or the only one cached)."""
     from datasets.packaged_modules.cache.cache import Cache
 
+    import datasets
+
     cache = reading.cache_dir or (str(source.cache_root.parent) if getattr(source, "cache_root", None) else None)
+    chatty = datasets.utils.logging.get_logger(Cache.__module__)
+    level = chatty.level
+    chatty.setLevel(logging.ERROR)  # it warns "Found the latest cached dataset configuration" on every lookup
     try:
         builder = Cache(cache_dir=cache, dataset_name=name.split("/")[-1], repo_id=name,
                         config_name=reading.config, version="auto", hash="auto")
     except ValueError as e:
         raise CorpusError(f"{source}: not usable from the datasets cache {cache or _default_cache()} "
                           f"({e})".replace("\n", " ")) from None
+    finally:
+        chatty.setLevel(level)
     return Path(builder.cache_dir)
 
 

@@ -121,6 +121,7 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
             found = [p] if is_dataset_folder(p) else _files_in(p)
             if not found:
                 problems.append(f"{p}: directory has no (non-hidden) files")
+            _warn_mixed(p, found)
             files.extend(found)
         else:
             files.append(p)
@@ -130,7 +131,6 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
             problems.append(f"{f}: {problem}")
     if problems:
         raise CorpusError("bad corpus input:\n  " + "\n  ".join(problems))
-    _warn_mixed(files)
     return files
 
 
@@ -146,13 +146,13 @@ def _files_in(directory: Path) -> list[Path]:
     return sorted(out)
 
 
-def _warn_mixed(files: list[Path]) -> None:
+def _warn_mixed(directory: Path, files: list[Path]) -> None:
     from .containers import kind_of
 
     kinds = sorted({kind_of(f) for f in files})
     if len(kinds) > 1 and "text" in kinds:
-        log.warning("corpus mixes containers (%s): files without a known extension are read as plain text",
-                    ", ".join(kinds))
+        log.warning("%s mixes containers (%s): its files without a known extension (%s) are read as plain text",
+                    directory, ", ".join(kinds), ", ".join(f.name for f in files if kind_of(f) == "text")[:200])
 
 
 def check_file(path: Path, encoding: str | None = None) -> str | None:

@@ -260,14 +260,15 @@ class _Windows:
 
 
 class _ExampleWriter:
-    """Appends examples, with the tokenizer's special tokens around each, to tokens.bin; records boundaries (and
-    with sliding windows each example's score_from)."""
+    """Appends examples, with the tokenizer's special tokens around each, to tokens.bin, and their boundaries to
+    offsets.bin as it goes (with sliding windows each example's score_from to score_from.bin): nothing grows in
+    memory with the corpus."""
 
     def __init__(self, folder: Path, dtype, prefix: np.ndarray, suffix: np.ndarray, sliding: bool):
-        self.folder = folder
         self.tokens = open(folder / "tokens.bin", "wb")
-        self.lengths: list[np.ndarray] = []
-        self.score_from: list[np.ndarray] | None = [] if sliding else None
+        self.offsets = open(folder / "offsets.bin", "wb")
+        np.zeros(1, dtype=np.int64).tofile(self.offsets)
+        self.score_from = open(folder / "score_from.bin", "wb") if sliding else None
         self.dtype, self.prefix, self.suffix = dtype, prefix, suffix
         self.count = 0
         self.num_tokens = 0
@@ -292,21 +293,19 @@ class _ExampleWriter:
         self._record(np.fromiter((len(s) + extra for s in seqs), dtype=np.int64, count=len(seqs)), None)
 
     def _record(self, lengths: np.ndarray, score_from: np.ndarray | None) -> None:
-        self.lengths.append(lengths)
+        (self.num_tokens + np.cumsum(lengths)).astype(np.int64).tofile(self.offsets)
         if self.score_from is not None:
-            self.score_from.append(score_from if score_from is not None else np.zeros(len(lengths), np.int64))
+            given = score_from if score_from is not None else np.zeros(len(lengths), np.int64)
+            np.asarray(given, dtype=np.int64).tofile(self.score_from)
         self.num_tokens += int(lengths.sum())
         self.count += len(lengths)
 
     def close(self) -> None:
-        self.tokens.flush()
-        os.fsync(self.tokens.fileno())
-        self.tokens.close()
-        lengths = np.concatenate(self.lengths) if self.lengths else np.zeros(0, dtype=np.int64)
-        np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64).tofile(self.folder / "offsets.bin")
-        if self.score_from is not None:
-            joined = np.concatenate(self.score_from) if self.score_from else np.zeros(0, dtype=np.int64)
-            joined.astype(np.int64).tofile(self.folder / "score_from.bin")
+        for f in (self.tokens, self.offsets, self.score_from):
+            if f is not None:
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -397,12 +396,29 @@ def _encoded_chunks(files, backend, reading: Reading, stats: CorpusStats, progre
     processes = tokenizing_processes(reading.process_count)
     progress.processes = processes if len(head) > 1 and processes > 1 else 1
     if progress.processes == 1:
-        for chunk in itertools.chain(head, chunks):
-            yield progress.seen_chunk(_encode_chunk(backend, chunk))
+        # process_count=1 means one core: the tokenizer's own thread pool would otherwise use them all.
+        with _tokenizer_threads(off=reading.process_count == 1):
+            for chunk in itertools.chain(head, chunks):
+                yield progress.seen_chunk(_encode_chunk(backend, chunk))
         return
     with _forked_pool(processes, backend.to_str()) as pool:
         for encoded in pool.imap(_worker_encode, itertools.chain(head, chunks)):
             yield progress.seen_chunk(encoded)
+
+
+@contextlib.contextmanager
+def _tokenizer_threads(off: bool):
+    """With `off`, the Rust tokenizer encodes batches on this thread alone while the block runs."""
+    before = os.environ.get("TOKENIZERS_PARALLELISM")
+    if off:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if off and before is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        elif off:
+            os.environ["TOKENIZERS_PARALLELISM"] = before
 
 
 def _forked_pool(processes: int, backend_json: str):

@@ -7,22 +7,20 @@ import contextlib
 import csv
 import io
 import logging
-import math
 import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers as hf
 
-from . import atomic, checkpoint, compat, dist, electra, hardware, tracking
+from . import atomic, checkpoint, compat, dist, hardware, tracking
 from .args import ArgsError, LanguageModelingArgs
 from .corpus import resolve_files
 from .data import features_for
 from .evaluate import evaluate
-from .hub import from_pretrained
-from .objectives import LanguageModelForTraining, LanguageModelObjective
+from .electra import DISCRIMINATOR_DIR, GENERATOR_DIR
+from .families import family_of, requested_block
 from .registry import MODEL_TYPES, ModelType, get_model_type
 from .tokenizer import load_tokenizer, padding_id, train_tokenizer
 from .tracking import NullTracker
@@ -62,6 +60,7 @@ class LanguageModelingModel:
         compat.warn_inert(self.args, self._warned)
         self._check(model_type, model_name, train_files, generator_name, discriminator_name)
         self.spec: ModelType = get_model_type(model_type)
+        self.family = family_of(self.spec)
         if self.args.thread_count:
             torch.set_num_threads(self.args.thread_count)
         _check_local_rank(self.args.local_rank)
@@ -71,12 +70,16 @@ class LanguageModelingModel:
         dist.init(use_cuda)
         self.args.model_name, self.args.model_type = model_name, model_type
         _seed_everything(self.args.seed)
-        if model_type == "electra":
-            electra.init_electra(self, model_name, train_files, generator_name, discriminator_name)
-        elif model_name is None:
-            self._init_from_scratch(train_files)
+        if model_name is None and not (generator_name or discriminator_name):
+            built = self.family.from_scratch(self.spec, self.args, lambda n: self._scratch_tokenizer(train_files, n))
         else:
-            self._init_pretrained(model_name)
+            built = self.family.load(self.spec, self.args, model_name, generator_name, discriminator_name,
+                                     lambda n: self._scratch_tokenizer(train_files, n))
+        self.model, self.tokenizer, self.config = built.model, built.tokenizer, built.config
+        if built.resume_from:
+            self._resume_state = checkpoint.load_state(built.resume_from)
+            log.info("%s is a checkpoint: train_model continues from step %d", built.resume_from,
+                     self._resume_state["step"])
         self._add_special_tokens()
         # Models start identical on every rank (seeded above); dropout then differs per rank.
         _seed_everything(self.args.seed + dist.rank())
@@ -90,12 +93,8 @@ class LanguageModelingModel:
         spec = MODEL_TYPES.get(model_type)
         if spec is None:
             problems.append(f"unknown model_type {model_type!r}: choose one of {', '.join(sorted(MODEL_TYPES))}")
-        elif model_type != "electra":
-            if self.args.mlm and spec.mlm_cls is None:
-                problems.append(f"model_type {model_type!r} is a causal language model: set mlm=False")
-            if not self.args.mlm and spec.clm_cls is None:
-                problems.append(f"model_type {model_type!r} is a masked language model: set mlm=True "
-                                "(mlm=False is for gpt2 and openai-gpt)")
+        else:
+            problems += family_of(spec).problems(spec, self.args)
         scratch = model_name is None and not (generator_name or discriminator_name)
         if scratch and train_files is None and not self.args.tokenizer_name:
             problems.append("training from scratch (model_name=None) needs train_files to train a tokenizer on "
@@ -111,19 +110,6 @@ class LanguageModelingModel:
             log.info("CUDA is not available: training on the CPU")
         return torch.device("cpu")
 
-    def _init_from_scratch(self, train_files) -> None:
-        spec = self.spec
-        config = (from_pretrained(hf.AutoConfig, self.args.config_name, what="config")
-                  if self.args.config_name else spec.config_cls())
-        _apply_config_overrides(config, self.args.config, "args.config")
-        max_length = self._max_length(config, requested=self._requested_block())
-        self.tokenizer = self._scratch_tokenizer(train_files, max_length)
-        _fit_config_to_tokenizer(config, self.tokenizer)
-        self.config = config
-        self.model = spec.model_cls(self.args.mlm)(config)
-        log.info("Initialised a %s model from scratch: %.2fM parameters, vocabulary %d", spec.name,
-                 _millions(self.model), len(self.tokenizer))
-
     def _scratch_tokenizer(self, train_files, max_length: int):
         if self.args.tokenizer_name:
             tok = load_tokenizer(self.args.tokenizer_name)
@@ -138,48 +124,12 @@ class LanguageModelingModel:
         tok.model_max_length = max_length
         return tok
 
-    def _init_pretrained(self, model_name: str) -> None:
-        config = from_pretrained(hf.AutoConfig, model_name, what="model")
-        expected = self.spec.config_cls.model_type
-        if config.model_type != expected:
-            raise ArgsError(f"{model_name}: holds a {config.model_type!r} model, but model_type is "
-                            f"{self.spec.name!r} (expects {expected!r})")
-        _apply_config_overrides(config, self.args.config, "args.config")
-        cls = self.spec.model_cls(self.args.mlm)
-        self.model, info = from_pretrained(cls, model_name, config=config, output_loading_info=True)
-        fresh = sorted(set(info.get("missing_keys", [])))
-        if fresh:
-            log.warning("%s: %d weight(s) not in the checkpoint were freshly initialised (%s%s): expected when "
-                        "starting from an encoder without an LM head", model_name, len(fresh),
-                        ", ".join(fresh[:4]), ", ..." if len(fresh) > 4 else "")
-        self.tokenizer = load_tokenizer(self.args.tokenizer_name or model_name)
-        if len(self.tokenizer) > self.model.get_input_embeddings().num_embeddings:
-            self.model.resize_token_embeddings(len(self.tokenizer))
-        self.config = self.model.config
-        self._maybe_resume_from(model_name)
-
-    def _maybe_resume_from(self, folder: str) -> None:
-        """A checkpoint passed as model_name: train_model continues from it (the Simple Transformers way)."""
-        if checkpoint.is_checkpoint(folder):
-            self._resume_state = checkpoint.load_state(folder)
-            log.info("%s is a checkpoint: train_model continues from step %d", folder, self._resume_state["step"])
-
-    def _requested_block(self) -> int:
-        return self.args.block_size if self.args.block_size > 0 else self.args.max_seq_length
-
-    def _max_length(self, config, requested: int) -> int:
-        """Longest example the model can take; a from-scratch config grows its positions to fit `requested`."""
-        field, offset = self.spec.positions_field, self.spec.position_offset
-        if getattr(config, field) - offset < requested:
-            setattr(config, field, requested + offset)
-        return getattr(config, field) - offset
-
     def block_size(self) -> int:
         limit = self.tokenizer.model_max_length
         positions = getattr(self.config, self.spec.positions_field, None)
         if positions:
             limit = min(limit, positions - self.spec.position_offset)
-        wanted = self._requested_block()
+        wanted = requested_block(self.args)
         if wanted > limit:
             log.warning("block size %d is longer than the model's %d positions: using %d", wanted, limit, limit)
         return min(wanted, limit)
@@ -277,17 +227,10 @@ class LanguageModelingModel:
                 return None
             if not checkpoint.is_checkpoint(folder):
                 raise ArgsError(f"resume_from_checkpoint={wanted!r}: {folder} is not a complete checkpoint")
-            self._load_weights(folder)
+            self.family.load_weights(self.model, folder)
             log.info("Resuming from %s", folder)
             return checkpoint.load_state(folder)
         return self._resume_state
-
-    def _load_weights(self, folder: Path) -> None:
-        """Replace the model's weights with those saved in `folder` (a checkpoint of this same model)."""
-        if self.model_type == "electra":
-            return electra.load_pair_weights(self.model, folder)
-        fresh = type(self.model).from_pretrained(str(folder))
-        self.model.load_state_dict(fresh.state_dict())
 
     def _check_output_dir(self, out: Path, resuming: bool) -> None:
         if out.exists() and any(out.iterdir()) and not self.args.overwrite_output_dir and not resuming:
@@ -304,17 +247,11 @@ class LanguageModelingModel:
         return features
 
     def _training_module(self) -> torch.nn.Module:
-        """The module training and evaluation call: the ELECTRA pair, or the LM wrapped to return its loss."""
-        if self.model_type == "electra":
-            return self.model
-        return LanguageModelForTraining(self.model, causal=not self.args.mlm, masked_head=self.spec.masked_head)
+        """The module training and evaluation call (the one DistributedDataParallel wraps)."""
+        return self.family.training_module(self.spec, self.args, self.model)
 
     def _objective(self):
-        if self.model_type == "electra":
-            return electra.ElectraObjective(self.tokenizer, self.args.mlm_probability,
-                                            self.args.discriminator_loss_weight)
-        return LanguageModelObjective(causal=not self.args.mlm, tokenizer=self.tokenizer,
-                                      mlm_probability=self.args.mlm_probability)
+        return self.family.objective(self.args, self.tokenizer)
 
     def _autocast(self):
         return hardware.autocast(self.device, self.args.precision)
@@ -352,28 +289,24 @@ class LanguageModelingModel:
     def _save_to(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if self.model_type == "electra":
-            electra.save_split(self.model, self.tokenizer, folder)
-        else:
-            self.model.save_pretrained(str(folder))
-        self.tokenizer.save_pretrained(str(folder))
+        self.family.save(self.model, self.tokenizer, folder)
         self.args.save(str(folder))
 
     def save_generator(self, output_dir: str | None = None) -> str:
         """ELECTRA: write the generator as a standalone model to `output_dir/generator_model/`."""
-        return self._save_one(electra.GENERATOR_DIR, output_dir)
+        return self._save_one(GENERATOR_DIR, output_dir)
 
     def save_discriminator(self, output_dir: str | None = None) -> str:
         """ELECTRA: write the discriminator as a standalone model to `output_dir/discriminator_model/` (the one
         to fine-tune for downstream tasks)."""
-        return self._save_one(electra.DISCRIMINATOR_DIR, output_dir)
+        return self._save_one(DISCRIMINATOR_DIR, output_dir)
 
     def _save_one(self, which: str, output_dir: str | None) -> str:
-        if self.model_type != "electra":
+        if which not in self.family.parts():
             raise ArgsError(f"save_{which.split('_')[0]}() is for ELECTRA models; this is {self.model_type!r}")
         out = Path(output_dir or self.args.output_dir)
         if dist.is_main() and not self.args.no_save:
-            atomic.write_into(out, lambda tmp: electra.save_split(self.model, self.tokenizer, tmp, which=(which,)))
+            atomic.write_into(out, lambda tmp: self.family.save(self.model, self.tokenizer, tmp, which=(which,)))
         return str(out / which)
 
 
@@ -433,18 +366,15 @@ class LanguageModelingModel:
                 self._resize_embeddings()
 
     def _resize_embeddings(self) -> None:
-        models = [self.model.generator, self.model.discriminator] if self.model_type == "electra" else [self.model]
-        for m in models:
+        for m in self.family.embedding_models(self.model):
             if m.get_input_embeddings().num_embeddings != len(self.tokenizer):
                 m.resize_token_embeddings(len(self.tokenizer))
-        if self.model_type == "electra" and self.model.tie:
-            self.model.generator.generator_lm_head.weight = \
-                self.model.discriminator.electra.embeddings.word_embeddings.weight
+        self.family.retie(self.model)
 
     def predict(self, to_predict, generation_args: GenerationArgs | None = None, **kwargs):
         """Continue each text of `to_predict` with a causal model (gpt2, openai-gpt). Returns (the generated
         texts, the raw outputs of `generate` per batch); `kwargs` go to `generate`."""
-        if self.model_type == "electra" or self.args.mlm or self.spec.clm_cls is None:
+        if not self.family.generates_text(self.spec, self.args):
             raise ArgsError(f"predict generates text and needs a causal language model (gpt2, openai-gpt with "
                             f"mlm=False); this is {self.model_type!r} with mlm={self.args.mlm}")
         return generate_text(self.model, self.tokenizer, to_predict, generation_args or GenerationArgs(),
@@ -513,24 +443,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _apply_config_overrides(config, overrides: dict, where: str) -> None:
-    known = set(config.to_dict())
-    unknown = [k for k in overrides if k not in known]
-    if unknown:
-        raise ArgsError(f"{where}: {config.model_type} config has no field(s) {', '.join(map(repr, unknown))}")
-    for k, v in overrides.items():
-        setattr(config, k, v)
-
-
-def _fit_config_to_tokenizer(config, tokenizer) -> None:
-    config.vocab_size = len(tokenizer)
-    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-        value = getattr(tokenizer, name, None)
-        if value is not None and hasattr(config, name):
-            setattr(config, name, value)
-
-
-def _millions(model) -> float:
-    return sum(p.numel() for p in model.parameters()) / 1e6

@@ -26,7 +26,7 @@ from .corpus import CorpusError, CorpusStats, iter_corpus
 
 log = logging.getLogger(__name__)
 
-PREP_VERSION = 1
+PREP_VERSION = 2
 """Bumped when preparation changes what it writes, so callers that cache prepared corpora do not reuse old ones."""
 PROGRESS_BYTES = 50 << 20
 """A progress line every this many bytes read."""

@@ -23,13 +23,12 @@ class ModelType:
     masked_head: Callable | None = None
     """(model, hidden (N, H)) -> logits (N, V): the MLM head alone, so training scores only the masked positions
     (about 15% of them) instead of projecting every position onto the whole vocabulary."""
+    family: str = "single"
+    """How the type is built, trained and saved (lmcore.families): "single" (one Hugging Face model) or
+    "electra" (the generator + discriminator pair)."""
     positions_field: str = "max_position_embeddings"
     position_offset: int = 0
     """Positions the model reserves beyond its tokens (RoBERTa-style models start positions at padding_idx + 1)."""
-
-    @property
-    def default_mlm(self) -> bool:
-        return self.mlm_cls is not None
 
     def model_cls(self, mlm: bool) -> type:
         cls = self.mlm_cls if mlm else self.clm_cls
@@ -74,7 +73,7 @@ MODEL_TYPES: dict[str, ModelType] = {
         ModelType("openai-gpt", hf.OpenAIGPTConfig, None, hf.OpenAIGPTLMHeadModel, hf.OpenAIGPTTokenizerFast, "bpe",
                   positions_field="n_positions"),
         ModelType("electra", hf.ElectraConfig, hf.ElectraForMaskedLM, None, hf.ElectraTokenizerFast, "wordpiece",
-                  masked_head=electra_generator_head),
+                  masked_head=electra_generator_head, family="electra"),
     )
 }
 

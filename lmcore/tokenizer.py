@@ -24,7 +24,7 @@ from tokenizers import normalizers
 
 from . import atomic
 from .args import LanguageModelingArgs
-from .corpus import CorpusStats, content_hash, iter_corpus
+from .corpus import CorpusReading, CorpusStats, content_hash
 from .registry import ModelType
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     data_format = args.data_format if args.use_hf_datasets else None
     if args.encoding or data_format:  # how the files are read changes what is learned
         settings.update(encoding=args.encoding, format=data_format)
+    reading = CorpusReading.from_args(args)
+    settings.update(reading.row_key())  # so does which column, split or configuration is read
     key = hashlib.sha256((content_hash(files) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
     target = Path(args.cache_dir) / "tokenizers" / key
     if (target / "tokenizer_config.json").exists():
@@ -67,7 +69,7 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     stats = CorpusStats()
     log.info("Tokenizer: training a %s %s vocabulary of up to %d tokens on %d file(s)",
              spec.name, spec.tokenizer_kind, vocab_size, len(files))
-    texts = iter_corpus(files, args.strict_utf8, stats, args.encoding, data_format, args.dataset_cache_dir)
+    texts = reading.texts(files, stats)
     tok = base.train_new_from_iterator(_batches(texts), **train_kwargs)
     tok.model_max_length = max_length
     log.info("Tokenizer: %d tokens from %d lines in %.1fs", len(tok), stats.lines, time.time() - start)

@@ -1,9 +1,10 @@
 """evaluate: perplexity (and for ELECTRA the generator's perplexity and the discriminator's replaced-token metrics)
-on the eval split, logged to MLflow and published as a Prefect table artifact.
+of a saved model on the eval split, logged to MLflow and published as a Prefect table artifact.
 
-A model just trained already carries its eval result (the engine evaluates at the end of training on the same eval
-split), so it is not evaluated twice; a saved model (the champion, say) is evaluated by the engine's `eval`
-command with the same fixed mask seed, so two models' figures on one eval split are comparable.
+Every model is scored the same way, by the engine's `eval` command in a fresh process (under torchrun when the run
+trains on several processes: evaluation is sharded), with the same evaluation settings and the engine's fixed mask
+seed: a model just trained and the champion it is compared with get figures computed alike, and each model has
+exactly one perplexity in the logs and on the runs.
 """
 
 from __future__ import annotations
@@ -18,41 +19,54 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
+from lmcore import LanguageModelingArgs
+from lmcore.corpus import known_file_hashes
+from lmcore.spec import RunSpec
+
 from . import tracking
 from .common import logger, pipeline_home
-from .pretrain import engine_env, run_engine
+from .pretrain import engine_command, engine_env, run_engine
 
 METRICS = ("perplexity", "eval_loss", "eval_tokens", "generator_perplexity", "generator_loss", "discriminator_loss",
            "discriminator_accuracy", "discriminator_auc")
+EVAL_SETTINGS = ("dataset_type", "block_size", "max_seq_length", "sliding_window", "stride", "mlm",
+                 "mlm_probability", "eval_batch_size", "strict_utf8", "mixed_precision", "discriminator_loss_weight")
+"""The settings that decide what is scored and how; taken from the run's args, so two models on one eval split are
+scored on the same blocks and masks (a registered champion carries no settings of its own)."""
 
 
-def engine_eval(model_type: str, model_dir: str, eval_file: str) -> dict:
-    import sys
+def eval_settings(args: dict | None) -> dict:
+    known = set(LanguageModelingArgs.__dataclass_fields__)
+    return {k: v for k, v in (args or {}).items() if k in EVAL_SETTINGS and k in known}
 
+
+def engine_eval(model_type: str, model_dir: str, eval_file: str, args: dict | None = None,
+                nproc_per_node: int = 1) -> dict:
     with tempfile.TemporaryDirectory(prefix="evaluate-") as tmp:
         result_file = Path(tmp) / "result.json"
-        command = [sys.executable, "-m", "lmcore", "eval", "--model-type", model_type, "--model-name", model_dir,
-                   "--eval", eval_file, "--output-dir", tmp, "--result-file", str(result_file),
-                   "--set", f"cache_dir={pipeline_home() / 'engine-cache'}"]
-        run_engine(command, engine_env(1, None), f"evaluating {model_dir}")
+        spec = RunSpec(model_type=model_type, model_name=model_dir, eval_files=[eval_file], output_dir=tmp,
+                       args={**eval_settings(args), "cache_dir": str(pipeline_home() / "engine-cache")},
+                       result_file=str(result_file), file_hashes=known_file_hashes([Path(eval_file)]))
+        spec.save(Path(tmp) / "spec.json")
+        run_engine(engine_command(Path(tmp) / "spec.json", nproc_per_node, "eval"), engine_env(nproc_per_node, None),
+                   f"evaluating {model_dir}")
         return json.loads(result_file.read_text())
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(model_type: str, model_dir: str, eval_file: str, result: dict | None = None, label: str = "model",
-             parent_run_id: str | None = None, prefix: str = "") -> dict:
-    """Metrics of `model_dir` on `eval_file` (`result`: figures the engine already computed for it). With a
-    `prefix` (e.g. "champion_") the parent run gets prefixed names, so two models can sit on one run."""
+def evaluate(model_type: str, model_dir: str, eval_file: str, args: dict | None = None, label: str = "model",
+             nproc_per_node: int = 1, parent_run_id: str | None = None, prefix: str = "") -> dict:
+    """Metrics of `model_dir` on `eval_file` under the evaluation settings of `args`. With a `prefix` (e.g.
+    "champion_") the parent run gets prefixed names, so two models can sit on one run."""
     with tracking.child_run(parent_run_id, f"evaluate {label}") as run_id:
-        if result is None:
-            result = engine_eval(model_type, model_dir, eval_file)
+        result = engine_eval(model_type, model_dir, eval_file, args, nproc_per_node)
         metrics = {k: float(result[k]) for k in METRICS if isinstance(result.get(k), (int, float))}
         if "perplexity" not in metrics:
             raise RuntimeError(f"the evaluation of {model_dir} returned no perplexity: {result}")
-        tracking.log_params(run_id, {"model_dir": model_dir, "eval_file": eval_file})
+        tracking.log_params(run_id, {"model_dir": model_dir, "eval_file": eval_file, **eval_settings(args)})
         tracking.log_metrics(run_id, metrics)
         tracking.log_metrics(parent_run_id, {prefix + k: v for k, v in metrics.items()})
-    logger().info("evaluate %s: %s", label, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    logger().info("evaluate %s: %s", label, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if TaskRunContext.get() is not None:  # run bare (task.fn()) there is no run to attach the table to
         create_table_artifact(
             key=re.sub(r"[^a-z0-9-]+", "-", f"evaluation-{label}".lower()).strip("-"),
@@ -70,8 +84,9 @@ def main(argv=None) -> None:
     p.add_argument("--model-type", default="bert")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--eval-file", required=True)
+    p.add_argument("--args", default="{}", type=json.loads, help="evaluation settings (LanguageModelingArgs) as JSON")
     ns = p.parse_args(argv)
-    result = engine_eval(ns.model_type, ns.model_dir, ns.eval_file)
+    result = engine_eval(ns.model_type, ns.model_dir, ns.eval_file, ns.args)
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
         tracking.log_params(run_id, {"model_type": ns.model_type, "model_dir": ns.model_dir,

@@ -35,7 +35,7 @@ def pip_requirements() -> list[str]:
 
 def pipeline_task(model_type: str, mlm: bool = True) -> str:
     """The transformers pipeline a trained model serves: fill-mask for a masked LM, text-generation otherwise."""
-    return "fill-mask" if mlm and get_model_type(model_type).default_mlm else "text-generation"
+    return "fill-mask" if mlm and get_model_type(model_type).mlm_cls is not None else "text-generation"
 
 
 def pair_parts(output_dir: str) -> tuple[Path, Path] | None:

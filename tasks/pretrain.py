@@ -56,17 +56,20 @@ def retry_transient(task, task_run, state) -> bool:
     return not isinstance(error, BadRunInput)
 
 
-def engine_command(spec_file: Path, nproc_per_node: int, command: str = "train",
-                   rank_logs: Path | None = None) -> list[str]:
-    """`python -m lmcore <command> --spec FILE`, under torchrun when nproc_per_node > 1 (each rank's output in
-    `rank_logs`, only rank 0's on the console)."""
-    engine = ["-m", "lmcore", command, "--spec", str(spec_file)]
+def engine_command(spec_file: Path, nproc_per_node: int, command: str = "train") -> list[str]:
+    """`python -m lmcore <command> --spec FILE`, under torchrun when nproc_per_node > 1 (each rank's output in a
+    folder `ranks` beside the spec file)."""
+    return launch_command(["-m", "lmcore", command, "--spec", str(spec_file)], nproc_per_node,
+                          Path(spec_file).parent / "ranks")
+
+
+def launch_command(program: list[str], nproc_per_node: int, rank_logs: Path) -> list[str]:
+    """`python <program>` on one process, or under torchrun on `nproc_per_node` with only rank 0 on the console and
+    every rank's output in `rank_logs`."""
     if nproc_per_node == 1:
-        return [sys.executable, *engine]
-    if rank_logs is None:
-        rank_logs = Path(spec_file).parent / "ranks"
+        return [sys.executable, *program]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            f"--log-dir={rank_logs}", "--tee=3", "--local-ranks-filter=0", *engine]
+            f"--log-dir={rank_logs}", "--tee=3", "--local-ranks-filter=0", *program]
 
 
 def engine_env(nproc_per_node: int, run_id: str | None) -> dict:

@@ -221,7 +221,8 @@ def test_mlm_sliding_evaluation_scores_each_position_at_most_once(tmp_path, bert
     assert 0.97 * distinct <= result["eval_tokens"] <= distinct
 
     # ELECTRA's discriminator scores the same positions: every distinct token once.
-    from lmcore.electra import ElectraObjective, ElectraPair
+    from lmcore.electra import ElectraObjective
+    from lmcore.families import ElectraPair
 
     small = dict(vocab_size=len(tok), embedding_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
                  intermediate_size=32)

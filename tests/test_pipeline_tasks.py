@@ -1,12 +1,13 @@
-"""Task bodies without orchestration (`task.fn()`): corpus preparation, engine failure classification, MLflow run
-endings and the engine's MLflow tracker. Fast: no Prefect server, no model training."""
+"""Task bodies without orchestration (`task.fn()`): corpus preparation, engine failure classification, one line per
+line however many ranks, MLflow run endings and experiment tags, the engine's MLflow tracker, parameter checks and
+the deployments' defaults, and which package may import which. Fast: no Prefect server, no model training."""
 
 from __future__ import annotations
 
 import sys
 
 import pytest
-from pipeline_support import SAMPLE, isolate, write_lines
+from pipeline_support import REPO, SAMPLE, isolate, write_lines
 from prefect.logging import disable_run_logger
 
 from lmcore import ArgsError, CorpusError
@@ -99,6 +100,10 @@ def test_engine_failures_are_classified_for_retries():
     assert type(crash) is EngineFailed and crash.exit_code == 1
     # torchrun exits 1 whatever its ranks did; a rank's exit code 2 in its failure report still means bad input.
     assert isinstance(fails(1, "Root Cause:\n  exitcode  : 2 (pid: 77)"), BadRunInput)
+    # A traceback that ends on a ValueError: a library refused a setting (transformers checks a config only when
+    # it builds the model); a retry would fail the same way.
+    refused = fails(1, "Traceback (most recent call last):\nValueError: The hidden size (65) is not a multiple")
+    assert isinstance(refused, BadRunInput) and "hidden size (65)" in str(refused)
     assert retry_transient(None, None, Failed(data=crash)) is True
     assert retry_transient(None, None, Failed(data=bad)) is False
 
@@ -143,7 +148,7 @@ def test_mlflow_tracker_batches_every_step(env):
 
 
 def test_bad_parameters_are_named():
-    from flows.common import check_parameters
+    from tasks.inputs import check_parameters
 
     with pytest.raises(ArgsError) as e:
         check_parameters(str(SAMPLE / "train.txt"), {"num_train_epoch": 2, "learning_rate": -1}, nproc_per_node=0)
@@ -154,7 +159,7 @@ def test_bad_parameters_are_named():
 
 
 def test_engine_only_settings_are_refused_by_the_pipeline_with_the_reason():
-    from flows.common import check_parameters
+    from tasks.inputs import check_parameters
 
     with pytest.raises(ArgsError) as e:
         check_parameters(str(SAMPLE / "train.txt"), {"encoding": "latin-1", "no_save": True, "fp16": False})
@@ -162,3 +167,154 @@ def test_engine_only_settings_are_refused_by_the_pipeline_with_the_reason():
     assert "args.encoding='latin-1'" in text and "args.no_save=True" in text and "fp16" not in text
     assert check_parameters(str(SAMPLE / "train.txt"), {"fp16": False, "no_save": False}) == {"fp16": False,
                                                                                              "no_save": False}
+
+
+def test_only_rank_0_is_streamed_and_other_ranks_errors_join_the_failure(tmp_path, caplog):
+    """Under torchrun a line every rank prints reaches the run log once; a rank that fails with bad input (exit 2)
+    fails the run as bad input, and its error line is in the message though its output was not streamed."""
+    import logging
+
+    from tasks.pretrain import BadRunInput, launch_command, run_engine
+
+    script = tmp_path / "ranks.py"
+    script.write_text("import os, sys, time\n"
+                      "print('said by every rank', flush=True)\n"
+                      "if os.environ['LOCAL_RANK'] == '1':\n"
+                      "    time.sleep(1)\n"
+                      "    print('error: rank one refused its settings', file=sys.stderr, flush=True)\n"
+                      "    sys.exit(2)\n"
+                      "time.sleep(30)\n")
+    caplog.set_level(logging.INFO, logger="pipeline")
+    with pytest.raises(BadRunInput) as e:  # outside a flow run the lines go to the logger "pipeline"
+        run_engine(launch_command([str(script)], 2, tmp_path / "ranks"), env_for_ranks(), "training")
+    assert "error: rank one refused its settings" in str(e.value)
+    streamed = [r.getMessage() for r in caplog.records if r.name == "pipeline"]
+    assert streamed.count("said by every rank") == 1
+
+
+def env_for_ranks() -> dict:
+    import os
+
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def test_transformers_config_error_is_bad_input_not_retried(env, tmp_path):
+    """hidden_size 65 with 2 heads: transformers refuses it when the engine builds the model; the engine exits 2
+    with the reason, so the pretrain task raises BadRunInput (never retried) naming it."""
+    from prefect.states import Failed
+
+    from tasks.pretrain import BadRunInput, pretrain, retry_transient
+
+    corpus = write_lines(tmp_path / "c.txt", SAMPLE.joinpath("train.txt").read_text().splitlines()[:200])
+    args = {"vocab_size": 300, "max_steps": 2, "max_seq_length": 32, "save_steps": -1,
+            "config": {"hidden_size": 65, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 8}}
+    with disable_run_logger(), pytest.raises(BadRunInput) as e:
+        pretrain.fn("bert", str(corpus), str(corpus), str(tmp_path / "out"), args=args)
+    assert e.value.exit_code == 2 and "hidden size (65)" in str(e.value)
+    assert retry_transient(None, None, Failed(data=e.value)) is False
+
+
+def test_experiments_open_on_the_training_view(env):
+    import json
+
+    from tasks import tracking
+
+    exp = tracking.client().get_experiment(tracking.experiment_id("pretrain"))
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(exp.tags[f"mlflow.sharedViewState.{tracking.TRAINING_VIEW}"])
+    assert "metrics.`perplexity`" in view["selectedColumns"]
+    url = tracking.training_view_url("http://127.0.0.1:5000", "pretrain")
+    assert url.endswith(f"/#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning"
+                        "&viewStateShareKey=training")
+    # An experiment made elsewhere (by `mlflow run --experiment-name`, say) gets the tags when the pipeline uses it.
+    other = tracking.client().create_experiment("made-by-mlflow-run")
+    tracking.experiment_id("made-by-mlflow-run")
+    assert tracking.client().get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_mlflow_run_parent_is_adopted_only_in_the_flows_experiment(env, monkeypatch):
+    """`mlflow run` without --experiment-name makes its run in Default: the pipeline's parent run goes to the flow's
+    experiment anyway, and the Default run points at it. In the flow's experiment the run is the parent itself."""
+    from tasks import tracking
+
+    client = tracking.client()
+    default_run = client.create_run("0").info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", default_run)
+    with tracking.flow_parent_run("pretrain", {"stage": "pretrain"}) as parent:
+        pass
+    assert parent != default_run
+    run = client.get_run(parent)
+    assert client.get_experiment(run.info.experiment_id).name == "pretrain" and run.info.status == "FINISHED"
+    assert client.get_run(default_run).data.tags["pipeline.parent_run_id"] == parent
+
+    in_place = client.create_run(tracking.experiment_id("pretrain")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", in_place)
+    with tracking.flow_parent_run("pretrain", {"stage": "pretrain"}) as parent:
+        pass
+    assert parent == in_place and client.get_run(in_place).data.tags["stage"] == "pretrain"
+
+
+def test_deployments_measure_and_register_a_users_corpus_as_its_own():
+    """Giving only `corpus` must not score it on the bundled sample or register it into the demo's model: no
+    deployment (and no MLproject default) names an eval corpus or a registered name for pretraining; the name
+    comes from the corpus."""
+    import yaml
+
+    from tasks.inputs import default_model_name
+
+    deployments = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+    for name in ("from-scratch", "fine-tune"):
+        assert not {"eval_corpus", "register_as"} & set(deployments[name]["parameters"]), name
+    assert deployments["fine-tune"]["parameters"]["from_scratch"] is False
+    project = yaml.safe_load((REPO / "MLproject").read_text())["entry_points"]["pretrain"]["parameters"]
+    assert project["eval_corpus"]["default"] == "" and project["register_as"]["default"] == ""
+    assert default_model_name("data/mine.txt", "bert") == "mine-bert"
+    assert default_model_name(["/x/My Corpus.txt.gz", "/x/b.txt"], "gpt2") == "my-corpus-gpt2"
+    assert default_model_name(str(SAMPLE / "train.txt"), "bert") == "sample-data-bert"
+    assert deployments["nightly"]["parameters"]["register_as"] == default_model_name(
+        str(REPO / deployments["from-scratch"]["parameters"]["corpus"]), "bert")
+
+
+def test_from_scratch_is_a_parameter_of_the_flow():
+    from tasks.inputs import check_parameters
+
+    corpus = str(SAMPLE / "train.txt")
+    with pytest.raises(ArgsError, match="model_name: this run continues training a saved model"):
+        check_parameters(corpus, {}, from_scratch=False, starts_from=())
+    with pytest.raises(ArgsError, match="generator_name, discriminator_name: this run trains from scratch"):
+        check_parameters(corpus, {}, from_scratch=True, starts_from=("generator_name", "discriminator_name"))
+    assert check_parameters(corpus, {}, from_scratch=False, starts_from=("model_name",)) == {}
+
+
+def test_model_type_facts_come_from_the_engine():
+    import typing
+
+    from lmcore.registry import MODEL_TYPES
+    from tasks.inputs import ModelType
+    from tasks.models import pipeline_task
+
+    assert typing.get_args(ModelType) == tuple(MODEL_TYPES)
+    assert [pipeline_task(t) for t in ("bert", "electra", "gpt2", "openai-gpt")] == \
+        ["fill-mask", "fill-mask", "text-generation", "text-generation"]
+
+
+def test_engine_imports_neither_prefect_nor_mlflow():
+    import subprocess
+
+    code = ("import sys, lmcore, lmcore.__main__, lmcore.prepare, lmcore.spec\n"
+            "loaded = sorted(m for m in ('prefect', 'mlflow') if m in sys.modules)\n"
+            "assert not loaded, loaded")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_flows_import_tasks_only():
+    """Flows chain tasks: nothing from the engine, and no MLflow or registry code of their own."""
+    import ast
+
+    for path in sorted((REPO / "flows").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [m for m in names if m.split(".")[0] in ("lmcore", "mlflow")], (path.name, names)
+        assert "client()" not in path.read_text(), path.name

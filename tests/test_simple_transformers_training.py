@@ -158,7 +158,9 @@ def test_adafactor_trains_and_resumes_exactly(corpus, tmp_path):
 
 
 def test_adafactor_with_its_own_relative_step_trains(corpus, tmp_path):
-    args = tiny_args("bert", tmp_path, max_steps=10, optimizer="Adafactor")
+    # Relative steps without warm-up init: Adafactor's own step size, min(1e-2, 1/sqrt(step)), not learning_rate.
+    args = tiny_args("bert", tmp_path, max_steps=10, optimizer="Adafactor", adafactor_warmup_init=False,
+                     learning_rate=1e-9)
     lm = LanguageModelingModel("bert", None, args=args, train_files=corpus["train"])
     lm.train_model(corpus["train"])
     losses = lm.training_details["train_loss"]

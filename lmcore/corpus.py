@@ -79,10 +79,16 @@ class CorpusReading:
                    split=getattr(args, "dataset_split", "train") or "train",
                    config=getattr(args, "dataset_config", None))
 
-    def row_key(self) -> dict:
-        """The row settings that differ from the defaults, for cache keys (caches built before these settings
-        existed keep their keys)."""
-        parts = {"column": self.text_column, "split": self.split, "config": self.config}
+    def key(self, files: list[Path]) -> dict:
+        """What a cache key needs besides the files' contents: the containers other than plain text the files are
+        read as, and the row settings that differ from the defaults. Empty for a corpus of text files, so caches
+        built before containers were read keep their keys (and a .jsonl once read as text does not)."""
+        from .containers import kind_of
+
+        kinds = sorted({kind_of(f, self.data_format) for f in files} - {"text"})
+        if not kinds:
+            return {}
+        parts = {"containers": kinds, "column": self.text_column, "split": self.split, "config": self.config}
         return {k: v for k, v in parts.items() if v != {"column": "text", "split": "train"}.get(k)}
 
     def texts(self, files: list[Path], stats: CorpusStats | None = None) -> Iterator[str]:

@@ -98,7 +98,7 @@ class Reading:
         """The settings that change the features, only where they differ from the defaults (so caches built before
         these settings existed keep their keys)."""
         parts = {"stride": self.stride, "encoding": self.encoding, "format": self.data_format}
-        return {**{k: v for k, v in parts.items() if v is not None}, **self.corpus.row_key()}
+        return {k: v for k, v in parts.items() if v is not None}
 
     def step(self, content: int) -> int:
         """Tokens between window starts: stride × window, at least 1, at most the window (back-to-back)."""
@@ -132,7 +132,7 @@ def load_features(files: list[Path], tokenizer, dataset_type: str, block_size: i
     (its strict_utf8 wins over the argument of that name)."""
     reading = reading or Reading(strict_utf8=strict_utf8)
     key_src = {"corpus": content_hash(files), "tokenizer": fingerprint(tokenizer), "type": dataset_type,
-               "block": block_size, "v": FORMAT_VERSION, **reading.key()}
+               "block": block_size, "v": FORMAT_VERSION, **reading.key(), **reading.corpus.key(files)}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:24]
     folder = Path(cache_dir) / "features" / key
     if build and (reprocess or not (folder / "meta.json").exists()):
@@ -173,7 +173,7 @@ def _build(files, tokenizer, dataset_type, block_size, folder: Path, reading: Re
                 "rows_skipped": stats.rows_skipped, "prefix_tokens": len(prefix), "stride": reading.stride,
                 "window_step": reading.step(content), "encoding": reading.encoding,
                 "data_format": reading.data_format, "tokens_per_file": per_file.tolist(),
-                **({"reading": reading.corpus.row_key()} if reading.corpus.row_key() else {})}
+                "text_column": reading.text_column, "dataset_split": reading.dataset_split}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
     atomic.replace_folder(folder, write)

@@ -1,8 +1,9 @@
 """What the hardware runs fast, decided once: autocast dtype, attention kernel, fused optimizer.
 
-Measured on a 2-core AVX512-BF16 CPU with the bench model (BERT, hidden 256, 4 layers, block 128, batch 32):
-bf16 autocast 2.4x fp32 per step, eager attention ~10% faster than SDPA at this size, fused AdamW a few % faster,
-GPT-2's `gelu_new` as one tanh-GELU kernel instead of five elementwise passes.
+Measured on 2-core CPUs with the bench model (BERT, hidden 256, 4 layers, block 128, batch 32; bench/RESULTS.md):
+bf16 autocast ~2.4x fp32 per step where the CPU has native bf16; fused attention (SDPA) faster than eager in fp32,
+eager faster under bf16 autocast; fused AdamW a few % faster; GPT-2's `gelu_new` as one tanh-GELU kernel instead
+of five elementwise passes.
 Where the CPU has no native bf16 (no AVX512-BF16 / AMX), autocast would emulate it slowly: full fp32 then.
 """
 
@@ -49,12 +50,21 @@ def needs_grad_scaler(device: torch.device, mode: str) -> bool:
     return autocast_dtype(device, mode) == torch.float16
 
 
-def choose_attention(model: torch.nn.Module, device: torch.device) -> None:
-    """Eager attention on the CPU (faster than SDPA at the sizes trained here); the library default elsewhere."""
-    if device.type == "cpu":
-        for module in model.modules():
-            if hasattr(module, "set_attn_implementation") and hasattr(module, "config"):
-                module.set_attn_implementation("eager")
+def choose_attention(model: torch.nn.Module, device: torch.device, compute_dtype: torch.dtype | None) -> str:
+    """The attention kernel for this device and dtype (returned): on the CPU, PyTorch's fused attention (SDPA) in
+    full fp32, where it saves the materialised score matrix and several passes over memory, and eager attention
+    under bf16 autocast, where SDPA's CPU kernel runs its softmax in fp32 on converted copies and measured slower
+    at the sizes trained here (bench/RESULTS.md, both kinds of CPU). Elsewhere the library's default."""
+    if device.type != "cpu":
+        return "default"
+    choice = "eager" if compute_dtype == torch.bfloat16 else "sdpa"
+    for module in model.modules():
+        if hasattr(module, "set_attn_implementation") and hasattr(module, "config"):
+            try:
+                module.set_attn_implementation(choice)
+            except (ValueError, ImportError):  # a model class without that kernel keeps its own
+                pass
+    return choice
 
 
 class TanhGELU(torch.nn.Module):
@@ -79,9 +89,10 @@ def fuse_activations(model: torch.nn.Module) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def matmul_peak_flops(device_type: str, dtype_name: str) -> float:
-    """Measured dense matmul FLOP/s on this device in this dtype (a few 1024^3 products, ~0.1-0.5 s once): the
-    denominator of model FLOPs utilisation."""
+def matmul_peak_flops(device_type: str, dtype_name: str, bursts: int = 5) -> float:
+    """Measured dense matmul FLOP/s on this device in this dtype, the best of several short bursts of 1024^3
+    products (another process on the cores only lowers a burst, so the best is the closest to the machine's
+    peak): the denominator of model FLOPs utilisation. Measured once per process, before training."""
     import time
 
     dtype = getattr(torch, dtype_name)
@@ -91,36 +102,30 @@ def matmul_peak_flops(device_type: str, dtype_name: str) -> float:
     a = torch.full((n, n), 0.5, device=device_type, dtype=dtype)
     b = torch.full((n, n), 0.25, device=device_type, dtype=dtype)
     (a @ b).sum().item()
-    reps, start = 0, time.perf_counter()
-    while reps < 3 or time.perf_counter() - start < 0.1:
-        c = a @ b
-        reps += 1
-    c.sum().item()
-    return 2 * n**3 * reps / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(bursts):
+        reps, start = 0, time.perf_counter()
+        while reps < 2 or time.perf_counter() - start < 0.05:
+            c = a @ b
+            reps += 1
+        c.sum().item()
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start))
+    return best
 
 
-def flops_per_token(model: torch.nn.Module, block: int, scored_fraction: float) -> float:
-    """Training FLOPs per token: 6 per weight (forward + backward) for every matrix except the embedding lookups,
-    the vocabulary projection counted only for the scored share of positions (masked LM scores ~15%), plus the
-    attention scores and mixing (12 x layers x hidden x block)."""
-    matrices, counted = 0, set()
-    for name, p in model.named_parameters():
-        if p.dim() < 2 or "embeddings" in name or name.endswith(("wte.weight", "wpe.weight", "tokens_embed.weight",
-                                                                  "positions_embed.weight")):
-            continue
-        matrices += p.numel()
-        counted.add(id(p))
-    vocab_proj, attention = 0, 0
-    for module in model.modules():
-        prefix, cfg = getattr(module, "base_model_prefix", None), getattr(module, "config", None)
-        if not prefix or cfg is None or getattr(module, prefix, None) is None:
-            continue  # not a model-with-head (BertForMaskedLM, GPT2LMHeadModel, ElectraForPreTraining, ...)
-        layers = getattr(cfg, "num_hidden_layers", getattr(cfg, "n_layer", getattr(cfg, "n_layers", 0)))
-        hidden = getattr(cfg, "hidden_size", getattr(cfg, "n_embd", getattr(cfg, "dim", 0)))
-        attention += 12 * layers * hidden * block
-        out = module.get_output_embeddings()
-        if out is not None:
-            if id(out.weight) in counted:  # an untied output matrix: counted by its scored share instead
-                matrices -= out.weight.numel()
-            vocab_proj += out.weight.numel()
-    return 6 * (matrices + vocab_proj * scored_fraction) + attention
+def measured_flops_per_token(module: torch.nn.Module, objective, prepared: dict) -> float:
+    """Training FLOPs per token, counted by PyTorch's FLOP counter over one forward and backward pass of the
+    training module on the first example of `prepared` (a device batch): every matmul and attention kernel the
+    model really runs, the vocabulary projection only where the objective scores. Random state and gradients are
+    left as they were."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    one = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in prepared.items()}
+    devices = [one["input_ids"].device] if one["input_ids"].device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), FlopCounterMode(display=False) as counter:
+        sums = objective.loss_sums(module, one)
+        torch.stack([v.float() for v in sums.values()]).sum().backward()
+    for p in module.parameters():
+        p.grad = None
+    tokens = max(int(one["attention_mask"].sum()), 1)
+    return counter.get_total_flops() / tokens

@@ -83,7 +83,8 @@ class LanguageModelingModel:
         self._add_special_tokens()
         # Models start identical on every rank (seeded above); dropout then differs per rank.
         _seed_everything(self.args.seed + dist.rank())
-        hardware.choose_attention(self.model, self.device)
+        self.attention = hardware.choose_attention(
+            self.model, self.device, hardware.autocast_dtype(self.device, self.args.precision))
         hardware.fuse_activations(self.model)
         self.model.to(self.device)
 

@@ -48,7 +48,7 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     if args.encoding or data_format:  # how the files are read changes what is learned
         settings.update(encoding=args.encoding, format=data_format)
     reading = CorpusReading.from_args(args)
-    settings.update(reading.row_key())  # so does which column, split or configuration is read
+    settings.update(reading.key(files))  # so do the containers, and which column, split or configuration is read
     key = hashlib.sha256((content_hash(files) + json.dumps(settings, sort_keys=True)).encode()).hexdigest()[:24]
     target = Path(args.cache_dir) / "tokenizers" / key
     if (target / "tokenizer_config.json").exists():

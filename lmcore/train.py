@@ -106,8 +106,6 @@ def fit(run: TrainSetup) -> State:
     model.train()
     progress = _Progress(total, state.step)
     if main:
-        progress.flops_per_token = hardware.flops_per_token(model, run.features.meta["block_size"],
-                                                            getattr(run.objective, "scored_fraction", 1.0))
         progress.peak = hardware.matmul_peak_flops(device.type, run.compute_dtype) * dist.world()
     window = _Window(run.objective, tracker if main else None, args.learning_rate)
     source = _MicroBatches(run, micro_per_epoch)
@@ -117,6 +115,9 @@ def fit(run: TrainSetup) -> State:
             optim.set_learning_rates(optimizer, multiplier)
             lr = args.learning_rate * multiplier  # what is logged: custom groups scale their own rates alike
             micro = source.step(state.epoch, state.position)
+            if main and progress.flops_per_token is None:
+                progress.flops_per_token = hardware.measured_flops_per_token(
+                    model, run.objective, to_device(micro[0], device))
             totals = _global_counts(run.objective, micro, device)
             step_sums = torch.zeros(len(run.objective.terms), dtype=torch.float32, device=device)
             for k, prepared in enumerate(micro):
@@ -406,11 +407,12 @@ class _Progress:
         self.total, self.start_step = total, start_step
         self.t0 = self.last_line = time.time()
         self.window: list[tuple[float, int]] = []
-        self.flops_per_token, self.peak = 0.0, 0.0
+        self.flops_per_token: float | None = None
+        self.peak = 0.0
 
     def mfu(self, tokens_per_second: float) -> float:
         """Model FLOPs utilisation: achieved model FLOP/s over the measured matmul peak of all processes."""
-        return self.flops_per_token * tokens_per_second / self.peak if self.peak else 0.0
+        return (self.flops_per_token or 0.0) * tokens_per_second / self.peak if self.peak else 0.0
 
     def tick(self, step: int, tokens: int) -> float:
         self.window = (self.window + [(time.time(), tokens)])[-20:]

@@ -1,7 +1,10 @@
 """End to end, as a user runs it: scripts/up starts a real Prefect server, the process work pool, a worker and the
-MLflow UI (ports free, state in a temporary folder); `prefect deployment run pretrain/from-scratch` trains a tiny
-BERT and a tiny ELECTRA on two ranks; MLflow then holds finished runs with perplexity and two registered ELECTRA
-models that load and predict; headless Chromium renders both UIs. scripts/down stops everything."""
+MLflow UI (ports free, state in a temporary folder); `prefect deployment run pretrain/from-scratch --watch` trains a
+tiny BERT on a user's corpus (only `corpus` given: scored on a split of it, registered under its own name) and a
+tiny ELECTRA on two ranks, with the progress lines in the watching terminal and each line once; a run with a config
+transformers refuses fails at once with the reason in the terminal; MLflow then holds finished runs with
+perplexity and two registered ELECTRA models that load and predict; headless Chromium renders both UIs (the MLflow
+runs table on its training view, with the perplexity column). scripts/down stops everything."""
 
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import sys
 import time
 
 import pytest
-from pipeline_support import (QUIET_ENV, REPO, SAMPLE, TINY, TINY_ELECTRA, artifacts_dir, child_runs, free_port)
+from pipeline_support import (QUIET_ENV, REPO, SAMPLE, TINY, TINY_ELECTRA, artifacts_dir, child_runs, free_port,
+                              write_lines)
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +28,7 @@ def stack(tmp_path_factory):
     ports = {"PREFECT_PORT": str(free_port()), "MLFLOW_PORT": str(free_port())}
     env = {**os.environ, **QUIET_ENV, **ports, "PYTHON": sys.executable, "PREFECT_HOME": str(tmp / "prefect"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "PIPELINE_HOME": str(tmp / "pipeline"),
-           "PREFECT_API_URL": f"http://127.0.0.1:{ports['PREFECT_PORT']}/api"}
+           "PREFECT_API_URL": f"http://127.0.0.1:{ports['PREFECT_PORT']}/api", "COLUMNS": "400"}
     env.pop("MLFLOW_RUN_ID", None)
     start = time.time()
     up = subprocess.run([str(REPO / "scripts" / "up")], env=env, capture_output=True, text=True, timeout=300)
@@ -32,7 +36,8 @@ def stack(tmp_path_factory):
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         assert f"http://127.0.0.1:{ports['MLFLOW_PORT']}" in up.stdout
-        timings["prefect_server_start_s"] = float(up.stdout.split("prefect-server: up after ")[1].split(" s")[0])
+        for name in ("prefect-server", "mlflow-ui"):
+            timings[f"{name}_up_s"] = float(up.stdout.split(f"{name}: up after ")[1].split(" s")[0])
         yield {"env": env, "tmp": tmp, "timings": timings, **ports}
     finally:
         down = subprocess.run([str(REPO / "scripts" / "down")], env=env, capture_output=True, text=True, timeout=120)
@@ -46,12 +51,15 @@ def prefect(stack, *args, timeout=300) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
-def run_deployment(stack, params: dict, label: str) -> str:
+def run_deployment(stack, params: dict, label: str, ok: bool = True) -> str:
     start = time.time()
     out = prefect(stack, "deployment", "run", "pretrain/from-scratch", "--params", json.dumps(params), "--watch")
     stack["timings"][f"deployment_run_{label}_s"] = round(time.time() - start, 1)
-    assert out.returncode == 0 and "Completed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
-    return out.stdout
+    if ok:
+        assert out.returncode == 0 and "Completed" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    else:
+        assert out.returncode != 0, out.stdout[-3000:]
+    return out.stdout + out.stderr
 
 
 def mlflow_client(stack):
@@ -61,42 +69,65 @@ def mlflow_client(stack):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def parent_of(client, register_as: str):
-    exp = client.get_experiment_by_name("pretrain")
+def parent_of(client, register_as: str, experiment: str = "pretrain"):
+    exp = client.get_experiment_by_name(experiment)
     (run,) = client.search_runs([exp.experiment_id],
                                 f"tags.stage = 'pretrain' and params.register_as = '{register_as}'")
     return run
 
 
 def test_deployment_runs_bert_and_electra_tracked_in_mlflow(stack):
-    corpus = {"corpus": str(SAMPLE / "train.txt"), "eval_corpus": str(SAMPLE / "eval.txt")}
-    run_deployment(stack, {**corpus, "args": TINY, "register_as": "e2e-bert"}, "bert")
-    run_deployment(stack, {**corpus, "model_type": "electra", "args": TINY_ELECTRA, "nproc_per_node": 2,
-                           "register_as": "e2e-electra"}, "electra_2_ranks")
+    mine = write_lines(stack["tmp"] / "corpora" / "mine.txt", (SAMPLE / "train.txt").read_text().splitlines()[:3000])
+    # Only the corpus (and small settings): perplexity on a split of it, registered as mine-bert.
+    watched = run_deployment(stack, {"corpus": str(mine), "args": TINY}, "bert")
+    assert "step 20/20" in watched  # the engine's progress lines reach the terminal that watches the run
+    watched = run_deployment(stack, {"corpus": str(mine), "model_type": "electra", "args": TINY_ELECTRA,
+                                     "nproc_per_node": 2, "register_as": "e2e-electra"}, "electra_2_ranks")
+    # Two ranks, each line once: the closing perplexity line of the one evaluation, a progress line.
+    assert watched.count("Perplexity:") == 1 and watched.count("step 10/20") == 1, watched[-6000:]
     client = mlflow_client(stack)
-    for model_type in ("bert", "electra"):
-        run = parent_of(client, f"e2e-{model_type}")
+    for model_type, name in (("bert", "mine-bert"), ("electra", "e2e-electra")):
+        run = parent_of(client, name)
         assert run.info.status == "FINISHED"
         assert run.data.tags["prefect.deployment"] == "from-scratch" and run.data.tags["prefect.flow_run_id"]
         assert 1 < run.data.metrics["perplexity"] < 1000
+        assert run.data.params["corpus.eval_split"] == "0.05 of the corpus"
         assert run.data.params["args.config.hidden_size" if model_type == "bert"
                                else "args.discriminator_config.hidden_size"] == "32"
         children = child_runs(client, run.info.run_id)
+        (evaluation,) = [r for n, rs in children.items() if n.startswith("evaluate") for r in rs]
+        assert evaluation.data.params["eval_file"].startswith(stack["env"]["PIPELINE_HOME"])
         # The ELECTRA run prepares the same corpus: Prefect serves it from the cache, so no prepare_corpus run.
         cached = model_type == "electra"
         assert run.data.tags["cache.prepare_corpus"] == str(cached)
-        assert ({"train_tokenizer", "pretrain"} | (set() if cached else {"prepare_corpus"})) <= set(children)
+        assert ({"train_tokenizer", "pretrain", "register"} | (set() if cached else {"prepare_corpus"})) \
+            <= set(children)
         assert all(r.info.status == "FINISHED" for rs in children.values() for r in rs)
         (train,) = children["pretrain"]
         steps = [m.step for m in client.get_metric_history(train.info.run_id, "train_loss")]
         assert steps == list(range(1, 21))  # every step, logged once: only rank 0 logs
         assert client.get_metric_history(train.info.run_id, "tokens_per_second")
-        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-        assert {"loss_curve.png", "tokenizer"} <= artifacts
+        (tokenizer,) = children["train_tokenizer"]
+        assert "tokenizer" in {a.path for a in client.list_artifacts(tokenizer.info.run_id)}
     electra = parent_of(client, "e2e-electra")
     assert 0.0 <= electra.data.metrics["discriminator_accuracy"] <= 1.0
     assert electra.data.metrics["generator_perplexity"] == pytest.approx(electra.data.metrics["perplexity"])
+    names = {m.name for m in client.search_registered_models()}
+    assert "mine-bert" in names and not any(n.startswith(("sample-data", "lm-bert")) for n in names)
     check_registered_electra(stack)
+
+
+def test_failing_run_prints_the_reason_when_watched_and_is_not_retried(stack):
+    """A config transformers refuses (hidden_size 65 with 2 heads): the terminal watching the run shows the
+    engine's error line; one attempt, one FAILED pretrain run in MLflow."""
+    corpus = write_lines(stack["tmp"] / "corpora" / "odd.txt", (SAMPLE / "eval.txt").read_text().splitlines())
+    bad = {**TINY, "config": {**TINY["config"], "hidden_size": 65}}
+    watched = run_deployment(stack, {"corpus": str(corpus), "args": bad, "register_as": "e2e-odd"}, "failing",
+                             ok=False)
+    assert "error: model settings" in watched and "hidden size (65)" in watched, watched[-6000:]
+    run = parent_of(mlflow_client(stack), "e2e-odd")
+    assert run.info.status == "FAILED"
+    assert [r.info.status for r in child_runs(mlflow_client(stack), run.info.run_id)["pretrain"]] == ["FAILED"]
 
 
 def check_registered_electra(stack):
@@ -106,7 +137,7 @@ def check_registered_electra(stack):
     mlflow.set_registry_uri(stack["env"]["MLFLOW_TRACKING_URI"])
     client = mlflow_client(stack)
     names = {m.name for m in client.search_registered_models()}
-    assert {"e2e-bert", "e2e-electra-generator", "e2e-electra-discriminator"} <= names
+    assert {"mine-bert", "e2e-electra-generator", "e2e-electra-discriminator"} <= names
     generator = mlflow.pyfunc.load_model("models:/e2e-electra-generator/latest")
     filled = generator.predict(["the module returns a [MASK] of values"])
     assert len(filled) > 0
@@ -142,13 +173,16 @@ def test_browser_renders_mlflow_runs_and_prefect_deployments(stack):
         pytest.skip("no runs: the deployment test did not run first")
     runs_url = f"http://127.0.0.1:{stack['MLFLOW_PORT']}/#/experiments/{exp.experiment_id}/runs"
     deployments_url = f"http://127.0.0.1:{stack['PREFECT_PORT']}/deployments"
-    bert = parent_of(client, "e2e-bert")
+    bert = parent_of(client, "mine-bert")
     run_url = f"http://127.0.0.1:{stack['MLFLOW_PORT']}/#/experiments/{exp.experiment_id}/runs/{bert.info.run_id}"
+    training_view = (f"http://127.0.0.1:{stack['MLFLOW_PORT']}/#/experiments/{exp.experiment_id}/runs"
+                     "?workflowType=machine_learning&viewStateShareKey=training")
     artifacts_url = f"http://127.0.0.1:{stack['PREFECT_PORT']}/artifacts"
     names = [r.info.run_name for r in client.search_runs([exp.experiment_id], "tags.stage = 'pretrain'")]
     # What each page must show: the runs, the deployments, and where a user reads the perplexity (the parent
     # run's page in MLflow, the evaluation table artifact in Prefect).
-    pages = [("mlflow-runs.png", runs_url, names), ("prefect-deployments.png", deployments_url, ["from-scratch"]),
+    pages = [("mlflow-runs.png", runs_url, names), ("mlflow-training-view.png", training_view, ["perplexity"]),
+             ("prefect-deployments.png", deployments_url, ["from-scratch"]),
              ("mlflow-run.png", run_url, ["perplexity"]), ("prefect-artifacts.png", artifacts_url, None)]
     folder = artifacts_dir()
     for name, url, expected in pages:

@@ -178,7 +178,7 @@ def one_perplexity_per_model(run, outcome: dict) -> bool:
 
     from prefect.logging.handlers import APILogHandler
 
-    APILogHandler.flush()
+    APILogHandler().flush()  # send the logs still queued in this process
     flow_run_id = run.data.tags["prefect.flow_run_id"]
     logs: list = []
     with get_client(sync_client=True) as prefect:
@@ -202,7 +202,7 @@ def one_perplexity_per_model(run, outcome: dict) -> bool:
     ("unknown-field", {"no_such_field": 1}, "no_such_field"),
     ("transformers-refuses", {"hidden_size": 65, "num_hidden_layers": 1, "num_attention_heads": 2,
                               "intermediate_size": 8}, r"hidden size \(65\)"),
-])
+], ids=["unknown-field", "transformers-refuses"])
 def test_failing_run_is_failed_in_mlflow_and_not_retried(home, case, config, reason):
     from prefect.client.orchestration import get_client
 

@@ -37,3 +37,35 @@ def test_measuring_the_matmul_peak_leaves_the_random_state_alone():
     before = torch.get_rng_state()
     assert matmul_peak_flops("cpu", "float32") > 1e8
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_model_flops_are_counted_from_the_kernels_the_model_runs(corpus, tmp_path):
+    """FLOPs per token from PyTorch's counter over one real forward and backward: every matrix 6 times per token,
+    the masked-LM vocabulary projection only at the masked share of positions."""
+    import torch
+
+    from lmcore import hardware
+    from lmcore.data import collate
+    from lmcore.objectives import to_device
+
+    model = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path), train_files=corpus["train"])
+    model.train_model(corpus["train"], args={"max_steps": 1})
+    features = model._features([__import__("pathlib").Path(corpus["train"])], model.block_size())
+    prepared = model._objective().prepare(collate(features, [0], 0), lambda i: torch.Generator().manual_seed(i))
+    before = torch.random.get_rng_state()
+    per_token = hardware.measured_flops_per_token(model._training_module(), model._objective(),
+                                                  to_device(prepared, "cpu"))
+    assert torch.equal(before, torch.random.get_rng_state())
+    assert all(p.grad is None for p in model.model.parameters())
+    encoder = sum(p.numel() for n, p in model.model.named_parameters() if p.dim() == 2 and "encoder" in n)
+    head = model.model.config.vocab_size * model.model.config.hidden_size
+    assert 6 * encoder < per_token < 6 * (encoder + head)  # the head at ~15% of positions, not all of them
+
+
+def test_attention_kernel_follows_the_compute_dtype(corpus, tmp_path):
+    fp32 = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="no"),
+                                 train_files=corpus["train"])
+    bf16 = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="bf16"),
+                                 train_files=corpus["train"])
+    assert (fp32.attention, bf16.attention) == ("sdpa", "eager")
+    assert fp32.model.config._attn_implementation == "sdpa" and bf16.model.config._attn_implementation == "eager"

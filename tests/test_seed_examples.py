@@ -57,8 +57,14 @@ def test_the_seed_page_has_the_four_non_electra_examples():
                            "Training a BERT model (MLM) from scratch", "Training a GPT-2 model (CLM) from scratch"]
 
 
+def _example(title: str):
+    """From scratch the examples build full-size models (BERT-base, GPT-2 small): slow, run in CI."""
+    return pytest.param(title, marks=pytest.mark.slow if "scratch" in title else (),
+                        id=re.sub(r"\W+", "-", title).strip("-"))
+
+
 @needs_pages
-@pytest.mark.parametrize("title", NON_ELECTRA or ["(pages absent)"], ids=lambda t: re.sub(r"\W+", "-", t).strip("-"))
+@pytest.mark.parametrize("title", [_example(t) for t in NON_ELECTRA] or ["(pages absent)"])
 def test_seed_example_runs(title, tmp_path, monkeypatch, trained_dirs):
     code = adapt(MINIMAL[title], {"bert-base-cased": trained_dirs["bert"], "gpt2-medium": trained_dirs["gpt2"]})
     assert "simpletransformers" not in code and "from lmcore import" in code

@@ -93,7 +93,7 @@ class Bench:
         return self.tokenizers[kind]
 
     def systems(self) -> list[str]:
-        have = ["lmcore"]
+        have = ["lmcore", "lmcore-fp32"]
         if self.ns.skip_trainer or not common.trainer_available():
             self.note("transformers Trainer skipped: accelerate not installed in bench/.deps-trainer")
         else:
@@ -132,6 +132,8 @@ def runs_train(b: Bench, system: str, setup: Setup, steps: int) -> common.Measur
     out = b.work / f"out-{system}-{setup.model_type}"
     if system == "lmcore":
         return b.lmcore("train", setup, steps=steps, out=out)
+    if system == "lmcore-fp32":  # the same engine in full fp32: a ratio to the Trainer any CPU can measure
+        return b.lmcore("train", setup, steps=steps, out=out, mixed_precision="no")
     if system == "trainer":
         return b.trainer(setup, steps=steps, out=out, cache=b.work / "hf-datasets")
     return b.simpletransformers("train", setup, steps=steps, out=out, cache=b.work / f"st-{setup.model_type}")
@@ -140,6 +142,8 @@ def runs_train(b: Bench, system: str, setup: Setup, steps: int) -> common.Measur
 def warm_up(b: Bench, pairs) -> None:
     """Build every system's cached features once, outside the timings (each then reuses its own cache)."""
     for system, setup in pairs:
+        if system == "lmcore-fp32":
+            continue  # the same features as lmcore's
         if system == "lmcore":
             b.lmcore("prepare", setup, tokenizer=b.tokenizer(setup))
         elif system == "trainer":
@@ -280,11 +284,14 @@ def machine() -> dict:
 
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
-    flags = Path("/proc/cpuinfo").read_text()
+    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), [])
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
     return {"cpu": model, "cores": __import__("os").cpu_count(), "memory_gb": round(mem / 2**20, 1),
-            "avx512_bf16": "avx512_bf16" in flags, "torch": torch.__version__, "python": platform.python_version(),
+            "avx512_bf16": "avx512_bf16" in flags, "cpu_flags": [f for f in wanted if f in flags],
+            "torch": torch.__version__, "python": platform.python_version(),
             "transformers": __import__("transformers").__version__, "lmcore_commit": _git_head()}
 
 

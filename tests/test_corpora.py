@@ -157,20 +157,23 @@ def test_worker_counts_give_identical_features_for_every_container(tmp_path, tok
     assert len(digests) == 1 and not multiprocessing.active_children()
 
 
-def test_each_container_trains_the_same_model_through_the_front_door(tmp_path, containers, monkeypatch):
+def test_each_container_trains_the_same_model_through_the_front_door(tmp_path, tokenizer, containers,
+                                                                     monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", containers["cache"])  # the name's default cache
     paths = containers["paths"]
-    losses, vocabularies = {}, {}
+    losses = {}
     for kind in ("txt", "jsonl", "csv", "parquet", "arrow", "saved", "name"):
-        args = tiny_args("bert", tmp_path / kind, max_steps=3, logging_steps=1)
-        model = LanguageModelingModel("bert", None, args=args, train_files=str(paths[kind]))
+        # One saved vocabulary for all: WordPiece training breaks frequency ties differently from run to run.
+        args = tiny_args("bert", tmp_path / kind, max_steps=3, logging_steps=1, tokenizer_name=tokenizer.name_or_path)
+        model = LanguageModelingModel("bert", None, args=args)
         model.train_model(str(paths[kind]))
         losses[kind] = model.training_details["train_loss"]
-        vocabularies[kind] = model.tokenizer.get_vocab()
-        result = model.eval_model(str(paths[kind]))
-        assert np.isfinite(result["perplexity"])
-    assert all(v == vocabularies["txt"] for v in vocabularies.values())
+        assert np.isfinite(model.eval_model(str(paths[kind]))["perplexity"])
     assert all(v == losses["txt"] for v in losses.values()), losses
+    # From scratch, the tokenizer is trained on the container's rows too.
+    scratch = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path / "scratch", max_steps=1),
+                                    train_files=str(paths["parquet folder"]))
+    assert len(scratch.tokenizer) == 2000
 
 
 def test_simple_transformers_data_format_reads_any_file_name(tmp_path, tokenizer, containers):
@@ -286,7 +289,7 @@ def test_a_dataset_name_not_in_the_cache_names_the_name_and_the_cache(tmp_path, 
     with pytest.raises(CorpusError, match=r"not_cached_corpus: no such file or directory, nor a dataset named "
                                           r"'not_cached_corpus' in the datasets cache .*hf-cache.*never downloaded"):
         resolve_files("not_cached_corpus", dataset_cache_dir=containers["cache"])
-    with pytest.raises(CorpusError, match=r"my_corpus: no split 'validation' .*splits: train"):
+    with pytest.raises(CorpusError, match=r"my_corpus\[validation\]: no split 'validation' .*splits: train\)"):
         list(iter_corpus(resolve_files("my_corpus[validation]", dataset_cache_dir=containers["cache"])))
 
 

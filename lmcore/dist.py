@@ -22,12 +22,28 @@ def init(use_cuda: bool) -> None:
             torch.cuda.set_device(local_rank())
         else:
             # torchrun gives every rank one thread; share this machine's cores out instead.
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+            torch.set_num_threads(threads_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
         dist.init_process_group(backend="nccl" if gpu else "gloo", timeout=datetime.timedelta(minutes=30))
         # Left to interpreter teardown, the group's C++ threads can outlive it and abort the process
         # ("terminate called without an active exception", SIGABRT) after all work is done.
         atexit.register(shutdown)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_process(local_processes: int) -> int:
+    """The one thread-count policy: the usable cores shared out between the processes of one machine (more
+    threads than cores per process makes every process slower)."""
+    return max(1, usable_cores() // max(1, local_processes))
+
+
+def set_threads(thread_count: int | None) -> None:
+    """An explicit thread count (args.thread_count) wins over the policy above."""
+    if thread_count:
+        torch.set_num_threads(thread_count)
 
 
 def shutdown() -> None:

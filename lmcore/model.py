@@ -61,13 +61,12 @@ class LanguageModelingModel:
         self._check(model_type, model_name, train_files, generator_name, discriminator_name)
         self.spec: ModelType = get_model_type(model_type)
         self.family = family_of(self.spec)
-        if self.args.thread_count:
-            torch.set_num_threads(self.args.thread_count)
         _check_local_rank(self.args.local_rank)
         if self.args.local_rank != -1 and cuda_device == -1:
             cuda_device = self.args.local_rank
         self.device = self._pick_device(use_cuda, cuda_device)
         dist.init(use_cuda)
+        dist.set_threads(self.args.thread_count)
         self.args.model_name, self.args.model_type = model_name, model_type
         _seed_everything(self.args.seed)
         if model_name is None and not (generator_name or discriminator_name):

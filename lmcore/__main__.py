@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ArgsError, CorpusError, ModelNotFoundError, NonFiniteLossError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
-    if "perplexity" in result:
+    if "perplexity" in result and int(os.environ.get("RANK", "0")) == 0:  # every rank holds it; one says it
         logging.getLogger("lmcore").info("Perplexity: %.2f (eval loss %.4f)", result["perplexity"],
                                          result["eval_loss"])
     return 0

@@ -106,7 +106,7 @@ class LanguageModelingModel:
         if use_cuda and torch.cuda.is_available():
             index = cuda_device if cuda_device >= 0 else dist.local_rank()
             return torch.device("cuda", index)
-        if use_cuda:
+        if use_cuda and int(os.environ.get("RANK", "0")) == 0:  # said once, not by every process
             log.info("CUDA is not available: training on the CPU")
         return torch.device("cpu")
 

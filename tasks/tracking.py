@@ -51,10 +51,9 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 TRAINING_VIEW = "training"
 """The runs-table view stored on every experiment (`<experiment URL>?viewStateShareKey=training`)."""
 _VIEW = {"orderByKey": "attributes.start_time", "orderByAsc": False,
-         "selectedColumns": ["attributes.`Models`", "metrics.`perplexity`", "metrics.`champion_perplexity`",
-                             "metrics.`challenger_perplexity`", "metrics.`discriminator_accuracy`",
-                             "params.`model_type`", "params.`register_as`", "params.`corpus.documents`",
-                             "tags.`decision`"]}
+         "selectedColumns": ["metrics.`perplexity`", "params.`register_as`", "params.`model_type`",
+                             "params.`corpus.documents`", "metrics.`discriminator_accuracy`",
+                             "metrics.`champion_perplexity`", "metrics.`challenger_perplexity`", "tags.`decision`"]}
 
 
 def experiment_id(name: str) -> str:

@@ -121,7 +121,7 @@ def _run(command: str, spec: RunSpec, LanguageModelingModel, dist, tracker) -> d
         step, _ = model.train_model(spec.train_files, eval_file=spec.eval_files or None)
         result["global_step"] = step
         result["tokens_seen"] = model.training_details["tokens_seen"]
-    if spec.eval_files:
+    if spec.eval_files and (command == "eval" or spec.final_eval):
         result.update(model.eval_model(spec.eval_files))
     if dist.is_main():
         print(json.dumps(result), flush=True)

@@ -27,6 +27,9 @@ class RunSpec:
     discriminator_name: str | None = None
     result_file: str | None = None
     """Where rank 0 writes the run's result (global_step, tokens_seen and the eval result) as JSON."""
+    final_eval: bool = True
+    """Evaluate on eval_files once training ends (False: eval_files serve evaluate_during_training only; the
+    pipeline scores every model in its evaluate stage instead)."""
     file_hashes: dict = field(default_factory=dict)
     """{path: [size, mtime_ns, sha256]} the launcher already computed (lmcore.corpus.known_file_hashes): the
     processes skip re-reading the corpus to hash it."""

@@ -166,7 +166,7 @@ def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, 
     eval_files = [eval_file] if args.get("evaluate_during_training") else []
     spec = RunSpec(model_type=model_type, model_name=model_name, train_files=[train_file], eval_files=eval_files,
                    output_dir=str(out), args=engine_args, generator_name=generator_name,
-                   discriminator_name=discriminator_name, result_file=str(result_file),
+                   discriminator_name=discriminator_name, result_file=str(result_file), final_eval=False,
                    file_hashes=known_file_hashes([Path(f) for f in [train_file, *eval_files]]))
     spec_file = out / "spec.json"
     spec.save(spec_file)

@@ -42,3 +42,16 @@ def test_each_file_is_hashed_once_and_hashes_travel_to_other_processes(tmp_path,
     f.write_text("other text\n" * 100)  # a changed file is hashed again, never served from memory
     os.utime(f, ns=(1, 1))
     assert corpus.content_hash([f]) != first and len(opened) == 2
+
+
+def test_final_eval_false_trains_with_evaluations_but_no_closing_one(tmp_path, corpus):
+    from lmcore.__main__ import run
+    from tests.conftest import tiny_args
+
+    args = tiny_args("bert", tmp_path, max_steps=4, evaluate_during_training=True,
+                     evaluate_during_training_steps=2, save_eval_checkpoints=False)
+    spec = RunSpec(model_type="bert", train_files=[corpus["train"]], eval_files=[corpus["test"]], args=args,
+                   final_eval=False)
+    result = run("train", spec)
+    assert result["global_step"] == 4 and "perplexity" not in result
+    assert (tmp_path / "out-bert" / "training_progress_scores.csv").exists()

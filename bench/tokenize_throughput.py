@@ -9,7 +9,7 @@ tokens.bin and offsets.bin are hashed: the features must be byte-identical acros
 "read MB/s" is the reading process alone (every text read, none tokenized): the ceiling on what any number of
 workers can be fed. CPU s/MB is user + system time of the run's process and its workers during the call, per MiB.
 
-    .venv/bin/python bench/tokenize_throughput.py                     # 32 MiB, 3 rounds; prints the table
+    .venv/bin/python bench/tokenize_throughput.py                     # 48 MiB, 3 rounds; prints the table
     .venv/bin/python bench/tokenize_throughput.py --write-results     # ... and records it in bench/RESULTS.md
     .venv/bin/python bench/tokenize_throughput.py --rss-mb 1024 --only-rss --write-results   # the 1 GB Parquet
 """
@@ -108,6 +108,11 @@ def worker(ns) -> None:
     from lmcore.corpus import CorpusReading, CorpusStats, resolve_files
     from lmcore.data import Reading, load_features
 
+    import importlib
+
+    for module in ("datasets", "pyarrow.parquet"):  # before the clock: a once-per-process cost, not throughput
+        importlib.import_module(module)
+
     tokenizer = hf.AutoTokenizer.from_pretrained(ns.tokenizer)
     files = resolve_files(ns.source, dataset_cache_dir=ns.dataset_cache)
     out = {}
@@ -119,16 +124,27 @@ def worker(ns) -> None:
     else:
         reading = Reading(process_count=ns.workers, dataset_cache_dir=ns.dataset_cache)
         features = load_features(files, tokenizer, "simple", BLOCK, ns.cache, reprocess=True, reading=reading)
-        out["digest"] = hashlib.sha256((features.path / "tokens.bin").read_bytes()
-                                       + (features.path / "offsets.bin").read_bytes()).hexdigest()[:16]
-        out["tokens"] = features.num_tokens
     out["seconds"] = time.perf_counter() - start
     after = os.times()  # this process and its reaped tokenizing workers, around the measured call only
     out["cpu_s"] = sum(after[:4]) - sum(before[:4])
     out["cpu_main_s"] = sum(after[:2]) - sum(before[:2])
-    out["rss_self_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["rss_self_mb"] = peak_rss_mb()
     out["rss_children_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if not ns.read_only:  # after the clock and the memory figures: the check reads the files in pieces
+        digest = hashlib.sha256()
+        for name in ("tokens.bin", "offsets.bin"):
+            with open(features.path / name, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        out["digest"], out["tokens"] = digest.hexdigest()[:16], features.num_tokens
     print("RESULT " + json.dumps(out), flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: Linux carries the parent's peak
+    over a fork + exec into it, so a child of a large process would report the parent's figure."""
+    with open("/proc/self/status") as f:
+        return next(int(x.split()[1]) for x in f if x.startswith("VmHWM:")) / 1024
 
 
 def measure(source: dict, workers: int, tokenizer: str, cache: Path, read_only: bool = False) -> dict:
@@ -166,10 +182,11 @@ def throughput(ns, work: Path, tokenizer: str) -> dict:
     containers = [c for c in CONTAINERS if c in ns.containers.split(",")]
     runs: dict[str, dict[str, list]] = {c: {} for c in containers}
     load = [os.getloadavg()[0]]
+    session = datetime.datetime.now().isoformat(timespec="seconds")  # each run of the bench trains its vocabulary
     for r in range(ns.rounds):
         for workers in (1, 2):
             for c in containers:
-                got = measure(sources[c], workers, tokenizer, work / f"cache-{c}-{workers}")
+                got = {**measure(sources[c], workers, tokenizer, work / f"cache-{c}-{workers}"), "session": session}
                 runs[c].setdefault(str(workers), []).append(got)
                 print(f"round {r + 1} {c:8s} workers={workers}: {text_mb / got['seconds']:.2f} MB/s "
                       f"({got['seconds']:.1f}s, cpu {got['cpu_s']:.1f}s, {got['digest']})", flush=True)
@@ -177,19 +194,24 @@ def throughput(ns, work: Path, tokenizer: str) -> dict:
             got = measure(sources[c], 1, tokenizer, work / "cache-read", read_only=True)
             runs[c].setdefault("read", []).append(got)
         load.append(os.getloadavg()[0])
-    digests = {g["digest"] for c in containers for w in ("1", "2") for g in runs[c][w]}
-    table = []
-    for c in containers:
-        best = {w: min(runs[c][w], key=lambda g: g["seconds"]) for w in runs[c]}
-        table.append({"container": c, "file_mb": _size_mb(sources[c], work),
-                      "mb_s_1": text_mb / best["1"]["seconds"], "mb_s_2": text_mb / best["2"]["seconds"],
-                      "speedup": best["1"]["seconds"] / best["2"]["seconds"],
-                      "cpu_s_per_mb_1": best["1"]["cpu_s"] / text_mb, "cpu_s_per_mb_2": best["2"]["cpu_s"] / text_mb,
-                      "main_cpu_s_per_mb_2": best["2"]["cpu_main_s"] / text_mb,
-                      "read_mb_s": text_mb / min(g["seconds"] for g in runs[c]["read"]),
-                      "rss_mb_2": best["2"]["rss_self_mb"]})
-    return {"text_mb": text_mb, "rounds": ns.rounds, "rows": table, "identical": len(digests) == 1,
-            "digests": sorted(digests), "load_average": load}
+    sizes = {c: _size_mb(sources[c], work) for c in containers}
+    return {"text_mb": text_mb, "runs": runs, "file_mb": sizes, "load_average": load}
+
+
+def table(t: dict) -> list[dict]:
+    """Per container: the best run of each kind (fastest wall time) and the figures derived from it."""
+    text_mb, out = t["text_mb"], []
+    for c in (c for c in CONTAINERS if c in t["runs"]):
+        runs = t["runs"][c]
+        best = {w: min(runs[w], key=lambda g: g["seconds"]) for w in ("1", "2")}
+        out.append({"container": c, "file_mb": t["file_mb"][c], "rounds": len(runs["2"]),
+                    "mb_s_1": text_mb / best["1"]["seconds"], "mb_s_2": text_mb / best["2"]["seconds"],
+                    "speedup": best["1"]["seconds"] / best["2"]["seconds"],
+                    "cpu_s_per_mb_1": best["1"]["cpu_s"] / text_mb, "cpu_s_per_mb_2": best["2"]["cpu_s"] / text_mb,
+                    "main_cpu_s_per_mb_2": best["2"]["cpu_main_s"] / text_mb,
+                    "read_mb_s": text_mb / min(g["seconds"] for g in runs["read"]),
+                    "rss_mb_2": best["2"]["rss_self_mb"]})
+    return out
 
 
 def _size_mb(source: dict, work: Path) -> float:
@@ -241,23 +263,33 @@ def render(r: dict) -> str:
     out = [BEGIN, "## Corpus containers: tokenizing throughput (bench/tokenize_throughput.py)", ""]
     t = r.get("throughput")
     if t:
+        rows = table(t)
+        sessions: dict[str, set] = {}
+        for runs in t["runs"].values():
+            for g in runs["1"] + runs["2"]:
+                sessions.setdefault(g.get("session", ""), set()).add(g["digest"])
+        identical = all(len(d) == 1 for d in sessions.values())
+        digests = sorted(d for group in sessions.values() for d in group)
+        rounds = sorted({row["rounds"] for row in rows})
         out += [f"{t['text_mb']:.0f} MiB of text (lines of the sample corpus in a seeded random order), the same rows "
                 "in every container; dataset_type simple, block 128, the bench's 8000-token WordPiece vocabulary; "
-                f"best of {t['rounds']} interleaved rounds, each run a fresh process timed around `load_features`. "
-                "MB/s is MiB of text per second. CPU s/MB: user + system seconds of the "
-                "reading process and its tokenizing workers during the call, per MiB. "
-                "read MB/s: the reading process alone (no tokenizing), the most any number of workers can be fed.",
+                f"best of {'-'.join(map(str, rounds))} interleaved rounds, each run a fresh process timed around "
+                "`load_features`. MB/s is MiB of text per second. CPU s/MB: user + system seconds of the reading "
+                "process and its tokenizing workers during the call, per MiB; the reading process's own share "
+                "beside it. read MB/s: the reading process alone, every source checked and every text read, none "
+                "tokenized: the most any number of workers can be fed.",
                 "", "| container | file MiB | 1 worker MB/s | 2 workers MB/s | speed-up | CPU s/MB (1) | CPU s/MB (2) "
                 "| of which reading process | read MB/s | peak RSS MB (2) |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for row in t["rows"]:
+        for row in rows:
             out.append(f"| {row['container']} | {row['file_mb']:.1f} | {row['mb_s_1']:.2f} | {row['mb_s_2']:.2f} | "
                        f"{row['speedup']:.2f}x | {row['cpu_s_per_mb_1']:.3f} | {row['cpu_s_per_mb_2']:.3f} | "
-                       f"{row['main_cpu_s_per_mb_2']:.3f} | "
-                       f"{row['read_mb_s']:.0f} | {row['rss_mb_2']:.0f} |")
+                       f"{row['main_cpu_s_per_mb_2']:.3f} | {row['read_mb_s']:.0f} | {row['rss_mb_2']:.0f} |")
         loads = ", ".join(f"{x:.1f}" for x in t["load_average"])
         out += ["", f"Features byte-identical across every container and worker count: "
-                f"{'yes' if t['identical'] else 'NO'} ({', '.join(t['digests'])}). "
-                f"1-minute load average before and after each round: {loads}.", ""]
+                f"{'yes' if identical else 'NO'} (tokens.bin + offsets.bin SHA-256 prefix {', '.join(digests)}: one "
+                f"per run of the bench, {len(sessions)} here, since each trains its own vocabulary). "
+                f"1-minute load average of the machine around the rounds (other work shares its 2 cores): {loads}.",
+                ""]
     if r.get("rss"):
         x = r["rss"]
         out += [f"Large Parquet: {x['text_mb']:,.0f} MiB of text ({x['file_mb']:,.0f} MiB on disk, row groups of "
@@ -265,16 +297,30 @@ def render(r: dict) -> str:
                 f"peak RSS {x['rss_self_mb']:,.0f} MB (the reading process, torch and transformers imports "
                 f"included), {x['rss_children_mb']:,.0f} MB the largest tokenizing worker.", ""]
     out += [f"Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, tokenizers {m['tokenizers']}, "
-            f"transformers {m['transformers']}. Date: {r['date']}. Command: `{r['command']}`.", "",
+            f"transformers {m['transformers']}. Date: {r['date']}. Commands: "
+            f"{', '.join(f'`{c}`' for c in r.get('commands') or [r['command']])}.", "",
             f"CPU flags: `{m['flags']}`", "", END]
     return "\n".join(out)
 
 
 def write_results(r: dict) -> None:
+    """Record in bench/tokenize_throughput.json and RESULTS.md. Runs of the same corpus size add to the recorded
+    ones (the best of each kind is what counts, so more rounds only remove noise); --only-rss keeps the table."""
     old = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
     merged = {**old, **r}
-    if "throughput" not in r and "throughput" in old:  # an --only-rss run keeps the recorded table
-        merged["throughput"] = old["throughput"]
+    before, new = old.get("throughput"), r.get("throughput")
+    if new is None and before is not None:
+        merged["throughput"] = before
+    elif new and before and "runs" in before and abs(before["text_mb"] - new["text_mb"]) < 1e-6:
+        for c, runs in before["runs"].items():
+            for kind, got in runs.items():
+                new["runs"].setdefault(c, {}).setdefault(kind, [])[:0] = got
+        new["file_mb"] = {**before["file_mb"], **new["file_mb"]}
+        new["load_average"] = before["load_average"] + new["load_average"]
+    if "rss" not in r and "rss" in old:
+        merged["rss"] = old["rss"]
+    merged["commands"] = list(dict.fromkeys(old.get("commands", []) + [r["command"]])) if "command" in r else \
+        old.get("commands", [])
     RESULTS_JSON.write_text(json.dumps(merged, indent=2) + "\n")
     text = RESULTS_MD.read_text()
     section = render(merged)
@@ -288,7 +334,7 @@ def write_results(r: dict) -> None:
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mb", type=float, default=32, help="MiB of text per container (default 32)")
+    p.add_argument("--mb", type=float, default=48, help="MiB of text per container (default 48)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--containers", default=",".join(CONTAINERS))
     p.add_argument("--rss-mb", type=float, default=0, help="also measure a Parquet corpus of this many MiB")

@@ -180,11 +180,10 @@ def check(source: Path, reading) -> None:
 
 
 def _check_json(source: Path, reading) -> None:
-    seen_column, first_keys = False, None
-    for _, obj in _json_objects(source, reading, CorpusStats()):
-        first_keys = list(obj) if first_keys is None else first_keys
-        if reading.text_column in obj:
-            seen_column = True
+    seen_column, first_keys, column = False, None, reading.text_column
+    for batch in _json_batches(source, reading, CorpusStats()):
+        first_keys = list(batch[0]) if first_keys is None else first_keys
+        seen_column = seen_column or any(column in obj for obj in batch)
     if first_keys is not None and not seen_column:
         raise CorpusError(_no_column(source, reading.text_column, first_keys))
 
@@ -206,21 +205,26 @@ def rows(source: Path, reading, stats: CorpusStats) -> Iterator[list]:
     """The text column of one source in lists of up to ROWS_PER_BATCH raw values (str, or None / anything else
     for rows without text), in order. Counts bytes and files into `stats`; invalid bytes too."""
     kind = kind_of(source, reading.data_format)
+    size = source.stat().st_size if kind != "dataset" else 0
     if kind == "json":
-        yield from _batched(obj.get(reading.text_column) for _, obj in _json_objects(source, reading, stats))
+        column = reading.text_column
+        yield from ([obj.get(column) for obj in batch] for batch in _json_batches(source, reading, stats))
     elif kind in ("csv", "tsv"):
         raw = _csv_rows_raw(source, reading, stats, kind)
         index = _csv_header_index(source, reading, raw)
         yield from _batched(row[index] if index < len(row) else None for row in raw if row)
     elif kind == "parquet":
         yield from _parquet_rows(source, reading, stats)
-    else:
+    elif kind in ("arrow", "dataset"):
         for path in _arrow_paths(source, reading) if kind == "dataset" else [source]:
             schema, batches = _arrow_batches(path, mmap=False)
             index = _column_index(source, schema, reading.text_column, path)
             yield from _arrow_values((b.column(index) for b in batches), source, reading, stats, path)
+            size += path.stat().st_size if kind == "dataset" else 0
+    else:
+        raise ValueError(f"{source}: a {kind} source has lines, not rows (corpus.iter_lines reads it)")
     stats.files += 1
-    stats.bytes += sum(m.stat().st_size for m in members(source))
+    stats.bytes += size
 
 
 def _batched(values) -> Iterator[list]:
@@ -234,12 +238,35 @@ def _batched(values) -> Iterator[list]:
         yield batch
 
 
-def _json_objects(source: Path, reading, stats: CorpusStats) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for every non-blank line of a JSON Lines file."""
+def _json_batches(source: Path, reading, stats: CorpusStats) -> Iterator[list[dict]]:
+    """The objects of a JSON Lines file, ROWS_PER_BATCH lines at a time (blank lines skipped). A batch is parsed
+    as one JSON array, 2-3x faster than line by line; when that fails, or does not give one object per line,
+    its lines are parsed one by one to name the first bad one."""
     lines = decoded_lines(source, reading.strict_utf8, stats, reading.encoding)
+    batch = []
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+        line = line.strip()
+        if line:
+            batch.append((number, line))
+        if len(batch) >= ROWS_PER_BATCH:
+            yield _parse_json_lines(source, batch)
+            batch = []
+    if batch:
+        yield _parse_json_lines(source, batch)
+
+
+def _parse_json_lines(source: Path, batch: list[tuple[int, str]]) -> list[dict]:
+    # Lines that each open and close an object cannot be regrouped by the commas between them unless two of them
+    # are broken in ways that cancel out; the count and type checks below catch every other regrouping.
+    if all(line[0] == "{" and line[-1] == "}" for _, line in batch):
+        try:
+            objects = json.loads("[" + ",".join(line for _, line in batch) + "]")
+            if len(objects) == len(batch) and all(isinstance(o, dict) for o in objects):
+                return objects
+        except ValueError:
+            pass
+    objects = []
+    for number, line in batch:
         try:
             obj = json.loads(line)
         except ValueError as e:
@@ -248,7 +275,8 @@ def _json_objects(source: Path, reading, stats: CorpusStats) -> Iterator[tuple[i
         if not isinstance(obj, dict):
             raise CorpusError(f"{source}: line {number} is a JSON {type(obj).__name__}, not an object; JSON Lines "
                               "need one object per line")
-        yield number, obj
+        objects.append(obj)
+    return objects
 
 
 def _csv_rows_raw(source: Path, reading, stats: CorpusStats, kind: str):

@@ -116,6 +116,9 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
     files: list[Path] = []
     problems: list[str] = []
     for raw in paths:
+        if isinstance(raw, DatasetRef) and (raw.cache_root is not None or not dataset_cache_dir):
+            files.append(raw)  # resolved before (a list handed back in): keep the cache it was found in
+            continue
         p = raw if isinstance(raw, DatasetRef) else Path(raw)
         if isinstance(p, DatasetRef) or not p.exists():
             ref, problem = find_dataset(str(p), dataset_cache_dir)
@@ -391,17 +394,21 @@ LENGTH_BINS = 1 << 20
 """Row lengths below this are counted in a histogram (exact percentiles in bounded memory); longer ones listed."""
 
 
-def corpus_statistics(files: list[Path], reading: "CorpusReading | object | None" = None) -> list[dict]:
+def corpus_statistics(files: list[Path], reading=None) -> list[dict]:
     """One dict per source, in order: container, rows, empty_rows (blank or empty text), non_text_rows (null or
     not a string), characters, bytes (on disk), duplicates (rows whose exact text an earlier row of this or an
     earlier source already had: what exact de-duplication drops), invalid_bytes (replaced with U+FFFD),
     length_mean / length_p50 / length_p90 / length_p99 / length_max (characters per non-empty row).
 
-    `reading`: a CorpusReading, or a LanguageModelingArgs whose reading settings apply. A text file's rows are
+    `reading`: a CorpusReading, or a LanguageModelingArgs (or a dict of its fields) whose reading settings apply. A text file's rows are
     its lines (a line over MAX_SEGMENT characters counts as its pieces). Memory: 8 bytes per non-empty row for
     the duplicate count, a fixed histogram for the lengths. Plain values, ready for `pandas.DataFrame(...)`."""
     from . import containers
 
+    if isinstance(reading, dict):
+        from .args import LanguageModelingArgs
+
+        reading = LanguageModelingArgs.from_any(reading)
     if not isinstance(reading, CorpusReading):
         reading = CorpusReading() if reading is None else CorpusReading.from_args(reading)
     check_sources(files, reading)

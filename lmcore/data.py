@@ -4,15 +4,17 @@ On-disk format (one folder per corpus × tokenizer × settings, under `cache_dir
 examples' token ids back to back (uint16 when the vocabulary fits, else int32), `offsets.bin` (int64, n + 1 example
 boundaries), with sliding windows `score_from.bin` (int64, per example the leading content tokens an earlier window
 already scored), and `meta.json`. Flat files + offsets serve all three dataset types, slice in O(1) with no copy,
-and keep memory flat however large the corpus: a 1 GB corpus is streamed through in ~1 MB chunks (tokenized in
-worker processes when there are several) and never held whole. The folder is written under a temporary name and
-renamed, so a half-written cache is never found.
+and keep memory flat however large the corpus: every source (text, JSON Lines, CSV, Parquet, Arrow, datasets: see
+`lmcore.corpus`) is checked, then streamed through in ~1 MB chunks of text, tokenized in worker processes when there
+are several, and the examples and their offsets are written as they come; nothing is held whole. The folder is
+written under a temporary name and renamed, so a half-written cache is never found.
 
 Data order is a pure function of (seed, epoch): resume needs only the position, and every rank derives its shard.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import itertools
@@ -360,7 +362,7 @@ def _encode_chunk(backend: tokenizers.Tokenizer, chunk) -> tuple[int, np.ndarray
     encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
     ids = [e.ids for e in encode(texts, add_special_tokens=False)]
     lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int32, count=int(lengths.sum()))
     return index, flat, lengths, size
 
 
@@ -386,11 +388,18 @@ def tokenizing_processes(wanted: int | None) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+AHEAD_PER_PROCESS = 2
+"""Chunks handed to the workers and not yet taken back, per worker: enough that none waits for work, few enough
+that memory stays a few MB per worker however slow the writing side is."""
+
+
 def _encoded_chunks(files, backend, reading: Reading, stats: CorpusStats, progress):
     """Encoded chunks of the corpus in corpus order. With more than one chunk and more than one process, chunks
-    are tokenized in a pool of forked workers and taken back in order (imap), so the features are the same
-    whatever the count; the chunks are read lazily, a few ahead of the workers, so memory stays bounded. A corpus
-    error raised while reading comes back here at its place in the order; the pool is ended on any exit."""
+    are tokenized in a pool of forked workers and taken back in order, so the features are the same whatever the
+    count. Reading is paced by the taking back: at most AHEAD_PER_PROCESS chunks per worker are out at a time
+    (Pool.imap would read ahead as fast as the workers go and pile their results up whenever this side is
+    slower, e.g. starved of CPU). A corpus error raised while reading comes back here at its place in the order;
+    the pool is ended on any exit."""
     chunks = _text_chunks(files, reading, stats)
     head = list(itertools.islice(chunks, 2))
     processes = tokenizing_processes(reading.process_count)
@@ -402,8 +411,13 @@ def _encoded_chunks(files, backend, reading: Reading, stats: CorpusStats, progre
                 yield progress.seen_chunk(_encode_chunk(backend, chunk))
         return
     with _forked_pool(processes, backend.to_str()) as pool:
-        for encoded in pool.imap(_worker_encode, itertools.chain(head, chunks)):
-            yield progress.seen_chunk(encoded)
+        out = collections.deque()
+        for chunk in itertools.chain(head, chunks):
+            out.append(pool.apply_async(_worker_encode, (chunk,)))
+            if len(out) >= AHEAD_PER_PROCESS * processes:
+                yield progress.seen_chunk(out.popleft().get())
+        while out:
+            yield progress.seen_chunk(out.popleft().get())
 
 
 @contextlib.contextmanager

@@ -157,6 +157,37 @@ def test_worker_counts_give_identical_features_for_every_container(tmp_path, tok
     assert len(digests) == 1 and not multiprocessing.active_children()
 
 
+def test_reading_waits_for_a_slow_writer(tmp_path, tokenizer, containers, monkeypatch):
+    """Memory stays flat when the writing side is slower than the workers (a CPU-starved reading process): the
+    corpus is read at most a few chunks ahead of what has been written."""
+    import time
+
+    monkeypatch.setattr(data_module, "ENCODE_BATCH_CHARS", 512)
+    counts = {"read": 0, "written": 0, "ahead": 0}
+    text_chunks, cut_examples = data_module._text_chunks, data_module._cut_examples
+
+    def counted_reading(*a, **k):
+        for chunk in text_chunks(*a, **k):
+            counts["read"] += 1
+            yield chunk
+
+    def slow_writing(chunks, *a, **k):
+        def slowly():
+            for chunk in chunks:
+                counts["ahead"] = max(counts["ahead"], counts["read"] - counts["written"])
+                time.sleep(0.004)
+                counts["written"] += 1
+                yield chunk
+        return cut_examples(slowly(), *a, **k)
+
+    monkeypatch.setattr(data_module, "_text_chunks", counted_reading)
+    monkeypatch.setattr(data_module, "_cut_examples", slow_writing)
+    args = args_for(tmp_path, containers, process_count=2)
+    features = build(containers["paths"]["parquet"], tokenizer, args)
+    assert counts["written"] > 50 and len(features) > 10
+    assert counts["ahead"] <= data_module.AHEAD_PER_PROCESS * 2 + 1, counts
+
+
 def test_each_container_trains_the_same_model_through_the_front_door(tmp_path, tokenizer, containers,
                                                                      monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", containers["cache"])  # the name's default cache
@@ -348,7 +379,9 @@ from lmcore.corpus import resolve_files
 from lmcore.data import Reading, load_features
 tok = hf.AutoTokenizer.from_pretrained(sys.argv[2])
 f = load_features(resolve_files(sys.argv[1]), tok, "simple", 128, sys.argv[3], reading=Reading(process_count=2))
-print(json.dumps({"tokens": f.num_tokens, "self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+# VmHWM, not ru_maxrss: Linux carries the parent's (pytest's) peak over fork + exec into ru_maxrss.
+peak = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
+print(json.dumps({"tokens": f.num_tokens, "self": peak,
                   "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
 
@@ -360,7 +393,7 @@ def write_parquet(path, megabytes: float) -> None:
     rng, size = random.Random(0), 0
     with pq.ParquetWriter(path, pa.schema([("id", pa.int64()), ("text", pa.string())])) as w:
         while size < megabytes * 2**20:
-            docs = ["\n".join(rng.choices(lines, k=10)) for _ in range(20_000)]
+            docs = ["\n".join(rng.choices(lines, k=10)) for _ in range(2000)]
             size += sum(map(len, docs))
             w.write_table(pa.table({"id": range(len(docs)), "text": docs}))
 
@@ -380,7 +413,7 @@ def test_peak_memory_of_a_large_parquet_preparation_does_not_grow_with_it(tmp_pa
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         peaks[mb] = json.loads(out.stdout.strip().splitlines()[-1])
         path.unlink()
-    assert peaks[300]["tokens"] > 30 * peaks[8]["tokens"]
+    assert peaks[300]["tokens"] > 25 * peaks[8]["tokens"]
     for who in ("self", "workers"):  # the reading process, and the largest tokenizing worker
         assert peaks[300][who] < 1200, peaks
         assert peaks[300][who] - peaks[8][who] < 150, peaks

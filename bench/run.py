@@ -16,6 +16,7 @@ seconds of noise to it). Figures go to stdout and to a JSON file; bench/report.p
 from __future__ import annotations
 
 import argparse
+import re
 import datetime
 import json
 import platform
@@ -343,8 +344,7 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     ns = parse(argv)
     if ns.render:
-        results = json.loads((common.BENCH / "results.json").read_text())
-        (common.BENCH / "RESULTS.md").write_text(report.render(results))
+        write_markdown(json.loads((common.BENCH / "results.json").read_text()))
         return 0
     for path in ns.merge_json or []:
         write_results(json.loads(Path(path).read_text()))
@@ -406,6 +406,14 @@ def merge_quality_rows(old: dict | None, new: dict | None) -> None:
         new["rows"] = [row for row in old["rows"] if row["setup"] not in done] + new["rows"]
 
 
+def write_markdown(results: dict) -> None:
+    """RESULTS.md from the figures; sections other bench scripts keep between `<!-- name: begin -->` and
+    `<!-- name: end -->` markers stay as they are."""
+    md = common.BENCH / "RESULTS.md"
+    kept = re.findall(r"<!-- [\w-]+: begin -->.*?<!-- [\w-]+: end -->", md.read_text(), re.S) if md.exists() else []
+    md.write_text(report.render(results) + "".join(f"\n{block}\n" for block in kept))
+
+
 def write_results(results: dict) -> None:
     """bench/results.json and RESULTS.md; sections not run this time are kept from the recorded results (each
     section remembers the command and date that measured it)."""
@@ -426,7 +434,7 @@ def write_results(results: dict) -> None:
                 results["sections"]["peak"] = best_peak(*peaks)
             results["notes"] = list(dict.fromkeys(kept + results["notes"]))
     path.write_text(json.dumps(results, indent=2))
-    (common.BENCH / "RESULTS.md").write_text(report.render(results))
+    write_markdown(results)
     log("wrote bench/RESULTS.md and bench/results.json")
 
 

@@ -85,8 +85,8 @@ def find_dataset(text: str, cache_dir: str | None = None) -> tuple[DatasetRef | 
     if split.endswith("]") and Path(folder).is_dir() and (Path(folder) / "dataset_dict.json").is_file():
         return DatasetRef(text), ""
     m = DATASET_NAME.match(text)
-    if not m:
-        return None, "no such file or directory"
+    if not m or Path(m.group("name")).suffix.lower() in {*KIND_BY_SUFFIX, ".txt", ".gz"}:
+        return None, "no such file or directory"  # a file name, not a dataset's
     root = cached_dataset_root(m.group("name"), cache_dir)
     if root is None:
         where = cache_dir or _default_cache()

@@ -114,7 +114,7 @@ class LanguageModelingModel:
         if self.args.tokenizer_name:
             tok = load_tokenizer(self.args.tokenizer_name)
         else:
-            files = resolve_files(train_files, self.args.encoding)
+            files = resolve_files(train_files, self.args.encoding, self.args.dataset_cache_dir)
             tok = None
             if dist.is_main():  # other ranks wait, then find the trained tokenizer in the cache
                 tok = train_tokenizer(self.spec, files, self.args, max_length)
@@ -148,8 +148,9 @@ class LanguageModelingModel:
         if self.args.use_early_stopping and not self.args.evaluate_during_training:
             log.warning("use_early_stopping acts on evaluations during training: set evaluate_during_training=True "
                         "(and pass eval_file), otherwise training runs to the end")
-        files = resolve_files(train_file, self.args.encoding)
-        eval_files = resolve_files(eval_file, self.args.encoding) if eval_file is not None else None
+        files = resolve_files(train_file, self.args.encoding, self.args.dataset_cache_dir)
+        eval_files = (resolve_files(eval_file, self.args.encoding, self.args.dataset_cache_dir)
+                      if eval_file is not None else None)
         tracker = tracking.tracker_for(self.args, self.tracker)
         resume = self._find_resume(out)
         if not self.args.no_save:
@@ -262,7 +263,7 @@ class LanguageModelingModel:
         """Evaluate on `eval_file`; returns eval_loss and perplexity (= exp(eval_loss), token-weighted) and
         writes eval_results.txt into `output_dir` (unless no_save)."""
         _warn_unused(kwargs, "eval_model()")
-        files = resolve_files(eval_file, self.args.encoding)
+        files = resolve_files(eval_file, self.args.encoding, self.args.dataset_cache_dir)
         with self._quiet_when_silent(silent):
             features = self._features(files, self.block_size(), "dev")
             result = self._evaluate_features(features)
@@ -348,7 +349,7 @@ class LanguageModelingModel:
         from .tokenizer import train_tokenizer_into
 
         out = str(output_dir or self.args.output_dir)
-        files = resolve_files(train_files, self.args.encoding)
+        files = resolve_files(train_files, self.args.encoding, self.args.dataset_cache_dir)
         tok = train_tokenizer_into(self.spec, files, self.args, self.tokenizer.model_max_length, out)
         log.info("Trained the %s tokenizer%s: %d tokens, saved to %s", self.model_type,
                  f" {tokenizer_name}" if tokenizer_name else "", len(tok), out)

@@ -31,7 +31,7 @@ import numpy as np
 import tokenizers
 import torch
 
-from . import atomic
+from . import atomic, dist
 from .corpus import CorpusReading, CorpusStats, check_sources, content_hash, source_texts
 from .tokenizer import fingerprint
 
@@ -385,7 +385,7 @@ def tokenizing_processes(wanted: int | None) -> int:
     """`process_count`, or the cores this process may use."""
     if wanted:
         return int(wanted)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return dist.usable_cores()
 
 
 AHEAD_PER_PROCESS = 2

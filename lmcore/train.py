@@ -108,7 +108,7 @@ def fit(run: TrainSetup) -> State:
     if main:
         progress.peak = hardware.matmul_peak_flops(device.type, run.compute_dtype) * dist.world()
     window = _Window(run.objective, tracker if main else None, args.learning_rate)
-    source = _MicroBatches(run, micro_per_epoch)
+    source = _MicroBatches(run)
     try:
         while state.step < total and not state.stopped_early:
             multiplier = optim.lr_multiplier(args, state.step, total, warmup)
@@ -188,8 +188,8 @@ class _MicroBatches:
     a background thread while the current one computes. A pure function of (seed, epoch, position), so prefetching
     changes nothing a resumed run would see."""
 
-    def __init__(self, run: TrainSetup, micro_per_epoch: int):
-        self.run, self.micro_per_epoch = run, micro_per_epoch
+    def __init__(self, run: TrainSetup):
+        self.run = run
         self.accumulate = run.args.gradient_accumulation_steps
         self.term_weights = torch.tensor([run.objective.weights[t] for t in run.objective.terms],
                                          dtype=torch.float32, device=run.device)

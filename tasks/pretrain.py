@@ -27,6 +27,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lmcore.corpus import known_file_hashes
+from lmcore.dist import threads_per_process
 from lmcore.spec import RunSpec
 
 from . import tracking
@@ -78,7 +79,7 @@ def engine_env(nproc_per_node: int, run_id: str | None) -> dict:
     if run_id:
         env.update(MLFLOW_RUN_ID=run_id, MLFLOW_TRACKING_URI=tracking.tracking_uri())
     # Ranks share the cores: more threads than cores per rank makes every rank slower.
-    env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, nproc_per_node)))
+    env["OMP_NUM_THREADS"] = str(threads_per_process(nproc_per_node))
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # carriage-return bars make unreadable log lines
     return env

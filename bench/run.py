@@ -379,8 +379,11 @@ def main(argv=None) -> int:
 
 def merge_train_rounds(old: dict | None, new: dict | None) -> None:
     """A re-run of the train section with the same step counts adds its runs to the recorded rounds (the best run
-    of each kind is what counts, so more rounds only remove noise); `new` is updated in place."""
+    of each kind is what counts, so more rounds only remove noise); `new` is updated in place. Only rounds of the
+    same engine commit are pooled: an older engine's best run must not stand in for the current one's."""
     if not old or not new or old.get("steps") != new["steps"] or old.get("setups") != new["setups"]:
+        return
+    if old.get("measured", {}).get("commit") != new.get("measured", {}).get("commit"):
         return
     short, long_ = new["steps"]
     recorded = {(row["system"], row["setup"]): row for row in old["rows"]}

@@ -432,8 +432,10 @@ def write_results(results: dict) -> None:
             merge_train_rounds(old["sections"].get("train"), results["sections"].get("train"))
             merge_quality_rows(old["sections"].get("quality"), results["sections"].get("quality"))
             peaks = [p for p in (old["sections"].get("peak"), results["sections"].get("peak")) if p]
+            same_machine = old.get("machine", {}).get("cpu_flags") == results["machine"].get("cpu_flags") and \
+                old.get("machine", {}).get("cpu") == results["machine"].get("cpu")
             results["sections"] = {**old.get("sections", {}), **results["sections"]}
-            if len(peaks) == 2:  # the machine's peak: the best of every session's measurement
+            if len(peaks) == 2 and same_machine:  # the machine's peak: the best of its sessions' measurements
                 results["sections"]["peak"] = best_peak(*peaks)
             results["notes"] = list(dict.fromkeys(kept + results["notes"]))
     path.write_text(json.dumps(results, indent=2))

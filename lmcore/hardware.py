@@ -1,8 +1,8 @@
 """What the hardware runs fast, decided once: autocast dtype, attention kernel, fused optimizer.
 
 Measured on 2-core CPUs with the bench model (BERT, hidden 256, 4 layers, block 128, batch 32; bench/RESULTS.md):
-bf16 autocast ~2.4x fp32 per step where the CPU has native bf16; fused attention (SDPA) faster than eager in fp32,
-eager faster under bf16 autocast; fused AdamW a few % faster; GPT-2's `gelu_new` as one tanh-GELU kernel instead
+bf16 autocast 1.6-1.7x fp32 per step where the CPU has native bf16 (2.4x on a CPU with twice the bf16 matmul rate);
+attention by dtype and vector width (`choose_attention`); fused AdamW a few % faster; GPT-2's `gelu_new` as one tanh-GELU kernel instead
 of five elementwise passes.
 Where the CPU has no native bf16 (no AVX512-BF16 / AMX), autocast would emulate it slowly: full fp32 then.
 """
@@ -50,14 +50,27 @@ def needs_grad_scaler(device: torch.device, mode: str) -> bool:
     return autocast_dtype(device, mode) == torch.float16
 
 
+def cpu_vector_width() -> str:
+    """The widest vector kernels torch dispatches to on this CPU: "AVX512", "AVX2", ... (torch's own probe)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # an older torch
+        return "DEFAULT"
+
+
 def choose_attention(model: torch.nn.Module, device: torch.device, compute_dtype: torch.dtype | None) -> str:
-    """The attention kernel for this device and dtype (returned): on the CPU, PyTorch's fused attention (SDPA) in
-    full fp32, where it saves the materialised score matrix and several passes over memory, and eager attention
-    under bf16 autocast, where SDPA's CPU kernel runs its softmax in fp32 on converted copies and measured slower
-    at the sizes trained here (bench/RESULTS.md, both kinds of CPU). Elsewhere the library's default."""
+    """The attention kernel for this device and dtype (returned). On the CPU, by what bench/cpu_kernels.py and the
+    issue's side-by-side figures measured at the sizes trained here: under bf16 autocast eager attention (SDPA's CPU
+    kernel runs its softmax in fp32 on converted copies: 1.07-1.19x slower); in full fp32, PyTorch's fused
+    attention (SDPA) where the CPU has only AVX2 (1.25x faster than eager there: it saves the materialised score
+    matrix and several passes over memory), eager where torch runs AVX-512 kernels (SDPA a tie for BERT and 1.08x
+    slower for GPT-2 there). Elsewhere the library's default."""
     if device.type != "cpu":
         return "default"
-    choice = "eager" if compute_dtype == torch.bfloat16 else "sdpa"
+    if compute_dtype == torch.bfloat16:
+        choice = "eager"
+    else:
+        choice = "eager" if cpu_vector_width().startswith("AVX512") else "sdpa"
     for module in model.modules():
         if hasattr(module, "set_attn_implementation") and hasattr(module, "config"):
             try:

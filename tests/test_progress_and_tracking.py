@@ -62,10 +62,19 @@ def test_model_flops_are_counted_from_the_kernels_the_model_runs(corpus, tmp_pat
     assert 6 * encoder < per_token < 6 * (encoder + head)  # the head at ~15% of positions, not all of them
 
 
-def test_attention_kernel_follows_the_compute_dtype(corpus, tmp_path):
+def test_attention_kernel_follows_the_compute_dtype_and_the_cpu(corpus, tmp_path, monkeypatch):
     fp32 = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="no"),
                                  train_files=corpus["train"])
     bf16 = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="bf16"),
                                  train_files=corpus["train"])
-    assert (fp32.attention, bf16.attention) == ("sdpa", "eager")
-    assert fp32.model.config._attn_implementation == "sdpa" and bf16.model.config._attn_implementation == "eager"
+    # In fp32 the rule depends on the CPU's vector width (bench/cpu_kernels.py): eager with AVX-512, SDPA with AVX2.
+    from lmcore import hardware
+
+    wide = hardware.cpu_vector_width().startswith("AVX512")
+    assert (fp32.attention, bf16.attention) == ("eager" if wide else "sdpa", "eager")
+    assert fp32.model.config._attn_implementation == fp32.attention
+    assert bf16.model.config._attn_implementation == "eager"
+    monkeypatch.setattr(hardware, "cpu_vector_width", lambda: "AVX2")
+    narrow = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="no"),
+                                   train_files=corpus["train"])
+    assert narrow.attention == "sdpa" == narrow.model.config._attn_implementation

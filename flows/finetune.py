@@ -20,7 +20,8 @@ from prefect.runtime import flow_run
 from flows.common import use_running_server_or_temporary
 from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
-from tasks.corpus import corpus_ready, fingerprint_corpus, prepare_corpus
+from tasks.corpus import (corpus_ready, describe_corpus, engine_args, fingerprint_corpus, prepare_corpus,
+                          reading_args)
 from tasks.evaluate import evaluate
 from tasks.inputs import check_parameters
 from tasks.pretrain import pretrain as pretrain_task
@@ -50,7 +51,9 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_f
                                      "nproc_per_node": nproc_per_node, "eval_fraction": eval_fraction, "args": args,
                                      "corpus_hash": incoming["hash"]})
         prep, _ = cached_call(prepare_corpus, False, corpus_ready, corpus=corpus_dir, eval_fraction=eval_fraction,
-                              strict_utf8=bool(args.get("strict_utf8")), parent_run_id=run_id)
+                              reading=reading_args(args), parent_run_id=run_id)
+        args = engine_args(args)  # the stages after this one read the prepared plain text
+        describe_corpus(prep, local["folder"], parent_run_id=run_id)
         old = evaluate(model_type, local["folder"], prep["eval_file"], args=args,
                        label=f"champion v{champion['version']}", nproc_per_node=nproc_per_node,
                        parent_run_id=run_id, prefix="champion_")

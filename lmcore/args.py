@@ -75,12 +75,14 @@ class LanguageModelingArgs:
     """Threads torch uses for compute in this process. None: torch's default (one per core; under torchrun the
     cores are shared out between local processes)."""
     use_hf_datasets: bool = False
-    """Read the corpus files through the `datasets` library, in `data_format`, taking the "text" column."""
+    """Read every corpus file in `data_format`, whatever its name (Simple Transformers' switch). Without it each
+    source is read by what it is (extension, or a saved / cached dataset): see README, "Corpus input"."""
     data_format: str = "text"
-    """With `use_hf_datasets`: "text" (a line per row), "tsv" / "csv" (a "text" column), "json" / "jsonl" (one
-    object per line with a "text" field)."""
+    """With `use_hf_datasets`: "text" (a line per row), "tsv" / "csv" (a header row, then the `text_column` cell
+    of each row), "json" / "jsonl" (one object per line, its `text_column` field)."""
     dataset_cache_dir: str | None = None
-    """With `use_hf_datasets`: the `datasets` cache folder (None: its default, ~/.cache/huggingface/datasets)."""
+    """The `datasets` cache dataset names are looked up in (None: its default, ~/.cache/huggingface/datasets);
+    nothing is ever downloaded."""
     chunk_text: bool = True
     """With `use_hf_datasets`: long rows are split into blocks (True) like any text; False cuts each row to one
     example of `max_seq_length` tokens (line_by_line)."""

@@ -6,14 +6,13 @@ folder the pretrain stage hands to the engine as `tokenizer_name`.
 
 from __future__ import annotations
 
-import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from prefect import task
 
 from lmcore import LanguageModelingArgs
+from lmcore.atomic import replace_folder
 from lmcore.registry import get_model_type
 
 from . import tracking
@@ -53,12 +52,7 @@ def train_tokenizer(train_file: str, corpus_key: str, model_type: str, args: dic
         logger().info("train_tokenizer: %s tokenizer, vocabulary up to %s, on %s", model_type,
                       settings.vocab_size or "the default", train_file)
         tok = engine_train(get_model_type(model_type), [Path(train_file)], settings, settings.max_seq_length)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tok.save_pretrained(str(tmp))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        replace_folder(out, lambda tmp: tok.save_pretrained(str(tmp)))  # a half-written one is replaced whole
         tracking.log_params(run_id, {"model_type": model_type, "tokenizer.vocabulary": len(tok),
                                      **{f"tokenizer.{k}": getattr(settings, k) for k in SETTINGS}})
         if run_id:

@@ -22,10 +22,16 @@ def tracking_uri() -> str:
 
 
 def artifact_root() -> Path:
-    """Artifacts live beside a sqlite store (<dir of mlflow.db>/mlartifacts), whatever the current directory."""
+    """Artifacts live beside a sqlite store (<dir of mlflow.db>/mlartifacts), whatever the current directory; with
+    a database server (postgresql://, mysql://) in PIPELINE_HOME/mlartifacts, which every machine of a team
+    reaches, so a model registered on one machine loads on another."""
     uri = tracking_uri()
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts"
+    if uri.split(":", 1)[0].split("+")[0] in ("postgresql", "mysql", "mssql"):
+        from .common import pipeline_home
+
+        return pipeline_home() / "mlartifacts"
     return REPO / "mlartifacts"
 
 
@@ -200,6 +206,44 @@ def set_tags(run_id: str | None, tags: dict) -> None:
     from mlflow.entities import RunTag
 
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+CURVES = (("train_loss", "training loss"), ("eval_loss", "evaluation loss"), ("learning_rate", "learning rate"))
+"""The engine's per-step metrics drawn by `log_training_curves`, each in its own panel."""
+
+
+def log_training_curves(run_id: str | None, also_on: tuple = (), name: str = "training_curves.png") -> str | None:
+    """Draw the per-step metrics `run_id` holds (loss, evaluation loss, learning rate against the step) into one
+    PNG and log it as `name` on `run_id` and on each run of `also_on` (the flow's parent run, where a person looks
+    first). Returns the artifact name, or None when the run has no step metrics to draw."""
+    if not run_id:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen; and never a GUI backend inside a worker
+    import matplotlib.pyplot as plt
+
+    c = client()
+    series = [(label, sorted((m.step, m.value) for m in c.get_metric_history(run_id, key)))
+              for key, label in CURVES]
+    series = [(label, points) for label, points in series if points]
+    if not series:
+        return None
+    fig, axes = plt.subplots(len(series), 1, figsize=(7, 2.4 * len(series)), sharex=True, squeeze=False)
+    for ax, (label, points) in zip(axes[:, 0], series):
+        steps, values = zip(*points)
+        ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("optimizer step")
+    fig.suptitle(c.get_run(run_id).info.run_name or run_id)
+    fig.tight_layout()
+    try:
+        for target in (run_id, *[r for r in also_on if r]):
+            c.log_figure(target, fig, name)
+    finally:
+        plt.close(fig)
+    return name
 
 
 def main(argv=None) -> None:

@@ -15,6 +15,10 @@ from lmcore.electra import histogram_auc, replace_tokens
 from tests.conftest import sample_lines
 from tests.test_seed_examples import adapt, needs_pages, seed_examples, write_data
 
+# A trained pair shared by the module (~50 s on two cores): CI runs it; the fast suite covers ELECTRA through
+# tests/test_simple_transformers_suite.py and tests/test_resume.py.
+pytestmark = pytest.mark.slow
+
 DISC = {"embedding_size": 32, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
         "intermediate_size": 128}
 

@@ -67,7 +67,8 @@ def assert_same(a: dict, b: dict) -> None:
         torch.testing.assert_close(a["grads"][name], b["grads"][name], rtol=1e-4, atol=1e-7, msg=name)
 
 
-@pytest.mark.parametrize("model_type", ["bert", "gpt2", "electra"])
+@pytest.mark.parametrize("model_type", ["bert", pytest.param("gpt2", marks=pytest.mark.slow),
+                                        pytest.param("electra", marks=pytest.mark.slow)])
 def test_accumulating_micro_batches_gives_the_gradient_of_one_big_batch(model_type, tmp_path, lines):
     one = run(model_type, tmp_path / "1x32", lines, 32, 1)
     four = run(model_type, tmp_path / "4x8", lines, 8, 4)

@@ -198,3 +198,18 @@ def install_trainer_deps(log) -> str | None:
     log(f"installing: {' '.join(cmd)}")
     done = subprocess.run(cmd, capture_output=True, text=True)
     return None if done.returncode == 0 else f"`{' '.join(cmd)}` failed: {done.stderr.strip()[-300:]}"
+
+
+def write_marked_section(section: str) -> Path:
+    """Put `section` (which starts with `<!-- name: begin -->` and ends with `<!-- name: end -->`) into
+    bench/RESULTS.md in place of the section of that name, or at the end when there is none yet; bench/run.py keeps
+    such sections when it re-renders the rest."""
+    md = BENCH / "RESULTS.md"
+    begin, end = section.splitlines()[0], section.splitlines()[-1]
+    text = md.read_text()
+    if begin in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    md.write_text(text)
+    return md

@@ -28,10 +28,10 @@ import transformers as hf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_marked_section  # noqa: E402
 from lmcore import hardware  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "cpu_kernels.json"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 BEGIN, END = "<!-- cpu_kernels: begin -->", "<!-- cpu_kernels: end -->"
 VOCAB, BATCH, BLOCK = 8000, 32, 128
 TIE = 0.03
@@ -168,14 +168,7 @@ def main() -> int:
 
 def write(r: dict) -> None:
     RESULTS_JSON.write_text(json.dumps(r, indent=2) + "\n")
-    text = RESULTS_MD.read_text()
-    section = render(r)
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS_MD.write_text(text)
-    print(f"wrote {RESULTS_MD} and {RESULTS_JSON}")
+    print(f"wrote {write_marked_section(render(r))} and {RESULTS_JSON}")
 
 
 def _cpu_name() -> str:

@@ -29,8 +29,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import write_marked_section  # noqa: E402
+
 RESULTS_JSON = ROOT / "bench" / "tokenize_throughput.json"
-RESULTS_MD = ROOT / "bench" / "RESULTS.md"
 BEGIN, END = "<!-- tokenize_throughput: begin -->", "<!-- tokenize_throughput: end -->"
 CONTAINERS = ("txt", "jsonl", "csv", "parquet", "arrow", "saved", "name")
 BLOCK = 128
@@ -322,14 +325,7 @@ def write_results(r: dict) -> None:
     merged["commands"] = list(dict.fromkeys(old.get("commands", []) + [r["command"]])) if "command" in r else \
         old.get("commands", [])
     RESULTS_JSON.write_text(json.dumps(merged, indent=2) + "\n")
-    text = RESULTS_MD.read_text()
-    section = render(merged)
-    if BEGIN in text:
-        text = text[:text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS_MD.write_text(text)
-    print(f"wrote {RESULTS_MD} and {RESULTS_JSON}")
+    print(f"wrote {write_marked_section(render(merged))} and {RESULTS_JSON}")
 
 
 def parse(argv):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -63,3 +64,21 @@ def write_lines(path: Path, lines) -> Path:
 
 def env_without(*names: str) -> dict:
     return {k: v for k, v in os.environ.items() if k not in names}
+
+
+@contextlib.contextmanager
+def prefect_test_home(tmp: Path):
+    """A Prefect test server for the block, with the MLflow store, the pipeline folder and Prefect's own state all
+    in `tmp` (for module-scoped fixtures of tests that call flows)."""
+    import pytest
+    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in {**QUIET_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+                     "PIPELINE_HOME": str(tmp / "pipeline")}.items():
+            mp.setenv(k, v)
+        mp.delenv("MLFLOW_RUN_ID", raising=False)
+        with temporary_settings({PREFECT_HOME: tmp / "prefect", PREFECT_LOCAL_STORAGE_PATH: tmp / "results"}), \
+                prefect_test_harness(server_startup_timeout=60):
+            yield tmp

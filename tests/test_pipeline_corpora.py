@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from pipeline_support import QUIET_ENV, TINY, isolate, write_lines
+from pipeline_support import TINY, isolate, prefect_test_home, write_lines
 from prefect.logging import disable_run_logger
 
 from lmcore import ArgsError, CorpusError
@@ -175,18 +175,8 @@ def test_statistics_table_has_token_counts_and_lands_on_the_parent_run(env, sour
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """A Prefect test server, and the MLflow store and pipeline folder of this module."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    tmp = tmp_path_factory.mktemp("corpora-flow")
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in {**QUIET_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-                     "PIPELINE_HOME": str(tmp / "pipeline")}.items():
-            mp.setenv(k, v)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        with temporary_settings({PREFECT_HOME: tmp / "prefect", PREFECT_LOCAL_STORAGE_PATH: tmp / "results"}), \
-                prefect_test_harness(server_startup_timeout=60):
-            yield tmp
+    with prefect_test_home(tmp_path_factory.mktemp("corpora-flow")) as tmp:
+        yield tmp
 
 
 @pytest.fixture(scope="module")

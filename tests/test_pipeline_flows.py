@@ -8,7 +8,7 @@ import re
 import shutil
 
 import pytest
-from pipeline_support import QUIET_ENV, SAMPLE, TINY, TINY_ELECTRA, child_runs, write_lines
+from pipeline_support import SAMPLE, TINY, TINY_ELECTRA, child_runs, prefect_test_home, write_lines
 
 pytestmark = pytest.mark.slow
 
@@ -16,18 +16,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """A Prefect test server, and the MLflow store and pipeline folder of this module, all in a temporary folder."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    tmp = tmp_path_factory.mktemp("flows")
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in {**QUIET_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-                     "PIPELINE_HOME": str(tmp / "pipeline")}.items():
-            mp.setenv(k, v)
-        mp.delenv("MLFLOW_RUN_ID", raising=False)
-        with temporary_settings({PREFECT_HOME: tmp / "prefect", PREFECT_LOCAL_STORAGE_PATH: tmp / "results"}), \
-                prefect_test_harness(server_startup_timeout=60):
-            yield tmp
+    with prefect_test_home(tmp_path_factory.mktemp("flows")) as tmp:
+        yield tmp
 
 
 def lines(n: int, start: int = 0) -> list[str]:

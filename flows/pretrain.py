@@ -1,7 +1,9 @@
-"""Flow `pretrain`: corpus -> prepared splits -> tokenizer (from scratch) -> engine under torchrun -> evaluation ->
-registered model(s), all in one MLflow parent run with a child run per stage.
+"""Flow `pretrain`: corpus -> prepared splits -> tokenizer (from scratch) -> engine under torchrun (on one machine,
+or with nnodes > 1 on several: one node job per machine) -> evaluation -> registered model(s), all in one MLflow
+parent run with a child run per stage.
 
     python -m flows.pretrain --corpus data/mine.txt --model-type bert --args '{"max_steps": 50}'
+    python -m flows.pretrain --corpus data/mine.txt --nnodes 2 --nproc-per-node 8     # workers on pool `nodes`
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from prefect.runtime import flow_run
 from flows.common import none_if_empty, use_running_server_or_temporary
 from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
-from tasks.corpus import corpus_ready, prepare_corpus
+from tasks.corpus import (corpus_ready, describe_corpus, engine_args, prepare_corpus, reading_args,
+                          tokenizer_key)
 from tasks.evaluate import evaluate
 from tasks.inputs import ModelType, check_parameters, default_model_name
+from tasks.pretrain import NODE_DEPLOYMENT
 from tasks.pretrain import pretrain as pretrain_task
 from tasks.registry import register
 from tasks.tokenizer import tokenizer_ready, train_tokenizer
@@ -28,33 +32,45 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
              args: dict | None = None, eval_corpus: str | list[str] | None = None, eval_fraction: float = 0.05,
              nproc_per_node: int = 1, experiment: str = "pretrain", register_as: str | None = None,
              generator_name: str | None = None, discriminator_name: str | None = None,
-             refresh: bool = False, from_scratch: bool | None = None) -> dict:
+             refresh: bool = False, from_scratch: bool | None = None, nnodes: int | str = 1,
+             max_restarts: int = 0, rdzv_endpoint: str | None = None, rdzv_timeout: int = 600,
+             node_deployment: str = NODE_DEPLOYMENT) -> dict:
     """Train a language model from scratch (model_name=None) or from a saved one, on `corpus`, and evaluate it.
 
     args: LanguageModelingArgs fields. eval_corpus: what perplexity is measured on (default: a hash-chosen
     eval_fraction of `corpus`, never trained on). register_as: registered model name (default
     <corpus name>-<model type>; ELECTRA registers <register_as>-generator and <register_as>-discriminator).
     refresh: redo corpus preparation and tokenizer training even when cached. from_scratch: true refuses a saved
-    model to start from, false requires one (model_name, or generator_name and discriminator_name)."""
+    model to start from, false requires one (model_name, or generator_name and discriminator_name).
+    nnodes: machines to train on (a count, or an elastic "MIN:MAX"), each running nproc_per_node processes: one
+    job per node through node_deployment, whose workers sit on those machines; PIPELINE_HOME must be shared.
+    max_restarts: torchrun's restarts of a node's processes after a crash. rdzv_endpoint: HOST:PORT of the
+    rendezvous (None: the first node publishes its own); rdzv_timeout: seconds to wait for every node."""
     starts_from = tuple(k for k, v in (("model_name", model_name), ("generator_name", generator_name),
                                        ("discriminator_name", discriminator_name)) if v)
     with tracking.flow_parent_run(experiment, {"model_type": model_type, "stage": "pretrain"}) as run_id:
+        nodes = {"nnodes": nnodes, "max_restarts": max_restarts, "rdzv_endpoint": rdzv_endpoint,
+                 "rdzv_timeout": rdzv_timeout}
         args = check_parameters(corpus, dict(args or {}), nproc_per_node, eval_corpus, model_name, from_scratch,
-                                starts_from)
+                                starts_from, nodes=nodes)
         register_as = register_as or default_model_name(corpus, model_type)
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name, "nproc_per_node":
                                      nproc_per_node, "eval_fraction": eval_fraction, "register_as": register_as,
-                                     "args": args})
+                                     "args": args, **({"nnodes": str(nnodes), "max_restarts": max_restarts}
+                                                      if str(nnodes) != "1" else {})})
         prep, prep_cached = cached_call(prepare_corpus, refresh, corpus_ready, corpus=corpus, eval_corpus=eval_corpus,
-                                        eval_fraction=eval_fraction, strict_utf8=bool(args.get("strict_utf8")),
+                                        eval_fraction=eval_fraction, reading=reading_args(args),
                                         parent_run_id=run_id)
+        args = engine_args(args)  # the stages after this one read the prepared plain text
         tracking.log_params(run_id, {f"corpus.{k}": v for k, v in prep.items()
-                                     if k not in ("sources", "eval_sources", "dir", "train_file", "eval_file")})
+                                     if k not in ("sources", "eval_sources", "dir", "train_file", "eval_file",
+                                                  "per_source", "reading")})
         tokenizer_dir, tok_cached = None, None
         if not starts_from:
             tokenizer_dir, tok_cached = cached_call(train_tokenizer, refresh, tokenizer_ready,
-                                                    train_file=prep["train_file"], corpus_key=prep["key"],
+                                                    train_file=prep["train_file"], corpus_key=tokenizer_key(prep),
                                                     model_type=model_type, args=args, parent_run_id=run_id)
+        describe_corpus(prep, tokenizer_dir or model_name or discriminator_name, parent_run_id=run_id)
         tracking.set_tags(run_id, {"cache.prepare_corpus": prep_cached, "cache.train_tokenizer": tok_cached,
                                    "tokenizer_dir": tokenizer_dir})
         logger().info("prepare_corpus %s (eval split: %s), train_tokenizer %s",
@@ -64,7 +80,9 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
                                 output_dir=str(pipeline_home() / "models" / str(flow_run.id or run_id)),
                                 args=args, model_name=model_name, tokenizer_dir=tokenizer_dir,
                                 generator_name=generator_name, discriminator_name=discriminator_name,
-                                nproc_per_node=nproc_per_node, parent_run_id=run_id)
+                                nproc_per_node=nproc_per_node, parent_run_id=run_id, nnodes=nnodes,
+                                max_restarts=max_restarts, rdzv_endpoint=rdzv_endpoint, rdzv_timeout=rdzv_timeout,
+                                node_deployment=node_deployment)
         metrics = evaluate(model_type, trained["output_dir"], prep["eval_file"], args=args,
                            label=f"{model_type} {flow_run.name or ''}".strip(), nproc_per_node=nproc_per_node,
                            parent_run_id=run_id)
@@ -88,13 +106,20 @@ def main(argv=None) -> None:
     p.add_argument("--experiment", default="pretrain")
     p.add_argument("--register-as", type=none_if_empty, help="default: <corpus name>-<model type>")
     p.add_argument("--refresh", action="store_true")
+    p.add_argument("--nnodes", default="1", help="machines to train on: a count, or an elastic MIN:MAX")
+    p.add_argument("--max-restarts", type=int, default=0)
+    p.add_argument("--rdzv-endpoint", type=none_if_empty, help="HOST:PORT (default: the first node publishes its own)")
+    p.add_argument("--rdzv-timeout", type=int, default=600)
+    p.add_argument("--node-deployment", default=NODE_DEPLOYMENT)
     ns = p.parse_args(argv)
     eval_corpus = [c for c in ns.eval_corpus or [] if c] or None
     with use_running_server_or_temporary():
         out = pretrain(corpus=ns.corpus, model_type=ns.model_type, model_name=ns.model_name, args=ns.args,
                        eval_corpus=eval_corpus, eval_fraction=ns.eval_fraction,
                        nproc_per_node=ns.nproc_per_node, experiment=ns.experiment, register_as=ns.register_as,
-                       refresh=ns.refresh)
+                       refresh=ns.refresh, nnodes=int(ns.nnodes) if ns.nnodes.isdigit() else ns.nnodes,
+                       max_restarts=ns.max_restarts, rdzv_endpoint=ns.rdzv_endpoint,
+                       rdzv_timeout=ns.rdzv_timeout, node_deployment=ns.node_deployment)
     print(json.dumps(out["metrics"]))
 
 

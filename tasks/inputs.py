@@ -18,18 +18,20 @@ ModelType = Literal[tuple(MODEL_TYPES)]
 PIPELINE_OWNED = ("output_dir", "tokenizer_name", "cache_dir", "overwrite_output_dir")
 """Settings the pipeline chooses itself (content-addressed folders); a value passed in args is ignored."""
 
-ENGINE_ONLY = ("encoding", "use_hf_datasets", "dataset_class", "no_save", "local_rank")
-"""Settings the engine honours but the pipeline cannot: prepare_corpus reads UTF-8 text files and writes the
-prepared corpus the engine then reads, the pipeline must save the model it registers, and it launches the
-processes itself. Refused with a reason rather than ignored."""
+ENGINE_ONLY = ("dataset_class", "no_save", "local_rank")
+"""Settings the engine honours but the pipeline cannot: prepare_corpus reads the corpus itself (any container
+lmcore reads, with the reading settings of tasks.corpus.READING_ARGS) and hands the engine plain text, the pipeline
+must save the model it registers, and it launches the processes itself. Refused with a reason rather than
+ignored."""
 
 
 def check_parameters(corpus=None, args: dict | None = None, nproc_per_node: int = 1, eval_corpus=None,
                      model_name: str | None = None, from_scratch: bool | None = None,
-                     starts_from: tuple = ()) -> dict:
+                     starts_from: tuple = (), nodes: dict | None = None) -> dict:
     """Reject bad parameters with a message naming each one, before anything expensive; returns args without the
     settings the pipeline owns. from_scratch: True refuses a saved model to start from, False requires one
-    (`starts_from`: the names of the model parameters that were given), None takes what was given."""
+    (`starts_from`: the names of the model parameters that were given), None takes what was given. nodes: the
+    multi-node parameters (nnodes, max_restarts, rdzv_endpoint, rdzv_timeout), checked by `node_problems`."""
     problems = []
     if not isinstance(args, dict):
         raise ArgsError(f"args: must be a dict of LanguageModelingArgs fields, not {type(args).__name__}")
@@ -40,10 +42,12 @@ def check_parameters(corpus=None, args: dict | None = None, nproc_per_node: int 
     for name in ENGINE_ONLY:
         if name in args and args[name] not in (None, False, -1):
             problems.append(f"args.{name}={args[name]!r}: not available in the pipeline (prepare_corpus reads "
-                            "UTF-8 text files, the pipeline saves and registers the model, and launches the "
-                            "processes itself); use the engine directly (lmcore.LanguageModelingModel)")
+                            "the corpus and hands the engine plain text, the pipeline saves and registers the "
+                            "model, and launches the processes itself); use the engine directly "
+                            "(lmcore.LanguageModelingModel)")
     if not isinstance(nproc_per_node, int) or not 1 <= nproc_per_node <= 64:
         problems.append(f"nproc_per_node={nproc_per_node!r}: must be an integer from 1 to 64")
+    problems += node_problems(**(nodes or {}))
     if model_name and not os.path.isdir(model_name) and model_name.startswith((".", "/", "~")):
         problems.append(f"model_name={model_name!r}: no such directory")
     if from_scratch is False and not starts_from:
@@ -55,9 +59,43 @@ def check_parameters(corpus=None, args: dict | None = None, nproc_per_node: int 
     if problems:
         raise ArgsError("invalid parameters:\n  " + "\n  ".join(problems))
     for paths in (corpus, eval_corpus):
-        if paths is not None:
-            resolve_files(paths)  # CorpusError names every bad file
+        if paths is not None:  # CorpusError names every bad source
+            resolve_files(paths, args.get("encoding"), args.get("dataset_cache_dir"))
     return {k: v for k, v in args.items() if k not in PIPELINE_OWNED}
+
+
+def parse_nnodes(nnodes) -> tuple[int, int]:
+    """torchrun's --nnodes as (minimum, maximum): 2 or "2" -> (2, 2), an elastic "1:4" -> (1, 4)."""
+    low, sep, high = str(nnodes).strip().partition(":")
+    try:
+        if isinstance(nnodes, bool):
+            raise ValueError
+        least, most = int(low), int(high if sep else low)
+    except ValueError:
+        raise ValueError(f"nnodes={nnodes!r}: a node count (2) or an elastic range MIN:MAX (2:4)") from None
+    if not 1 <= least <= most <= 1024:
+        raise ValueError(f"nnodes={nnodes!r}: needs 1 <= MIN <= MAX <= 1024")
+    return least, most
+
+
+def node_problems(nnodes=1, max_restarts: int = 0, rdzv_endpoint: str | None = None,
+                  rdzv_timeout: int = 600) -> list[str]:
+    """What is wrong with the multi-node parameters, one message per parameter."""
+    problems = []
+    try:
+        parse_nnodes(nnodes)
+    except ValueError as e:
+        problems.append(str(e))
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or not 0 <= max_restarts <= 100:
+        problems.append(f"max_restarts={max_restarts!r}: must be an integer from 0 to 100")
+    if isinstance(rdzv_timeout, bool) or not isinstance(rdzv_timeout, int) or rdzv_timeout < 1:
+        problems.append(f"rdzv_timeout={rdzv_timeout!r}: must be a whole number of seconds, at least 1")
+    if rdzv_endpoint:
+        host, sep, port = str(rdzv_endpoint).rpartition(":")
+        if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+            problems.append(f"rdzv_endpoint={rdzv_endpoint!r}: must be HOST:PORT (e.g. node0.cluster:29400), or "
+                            "left out to let the first node publish its address")
+    return problems
 
 
 _GENERIC = {"train", "training", "corpus", "data", "text", "texts", "all", "input", "incoming", "docs"}
@@ -68,8 +106,9 @@ def corpus_name(corpus) -> str:
     sample_data/train.txt), a folder's name; several paths: the first one's."""
     first = Path(corpus if isinstance(corpus, (str, os.PathLike)) else list(corpus)[0]).expanduser().resolve()
     stem = first.name
-    for suffix in (".gz", ".txt", ".text", ".jsonl", ".json", ".csv", ".tsv"):
+    for suffix in (".gz", ".txt", ".text", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".feather"):
         stem = stem.removesuffix(suffix)
+    stem = re.sub(r"\[[^\]]*\]$", "", stem)  # a dataset's split: my_corpus[test]
     if first.is_file() and stem.lower() in _GENERIC and first.parent.name:
         stem = first.parent.name
     return stem

@@ -9,6 +9,9 @@ the same output folder.
 
 Under torchrun every process writes its output to a file (`<output>/ranks/`) and only rank 0's is streamed, so a
 line appears once however many processes run; when the run fails, the other ranks' error lines join the message.
+
+With nnodes > 1 the engine runs on several machines: tasks/nodes.py submits one node job per machine and follows
+them (same exit-code semantics, same resume from the newest checkpoint on a retry).
 """
 
 from __future__ import annotations
@@ -32,12 +35,23 @@ from lmcore.spec import RunSpec
 
 from . import tracking
 from .common import logger
+from .inputs import parse_nnodes
 
 BAD_INPUT = 2
+NODE_DEPLOYMENT = "node/torchrun"
+"""The deployment (prefect.yaml) that runs one node's part of a training on several machines."""
 _CHILD_EXIT = re.compile(r"exitcode\s*:\s*(-?\d+)")
 _RANK_PREFIX = re.compile(r"^\[default\d+\]:")
 _REFUSED_SETTING = re.compile(r"^(?:[\w.]+\.)?ValueError: ")
 """The last line of a traceback that ended on a ValueError: a library refused a setting, a retry cannot help."""
+_MARKUP_TAG = re.compile(r"\[(?=[a-z#/@])")
+
+
+def loggable(text: str) -> str:
+    """`text` for the run log: a zero-width space after each "[" that opens what Rich reads as a markup tag.
+    `prefect deployment run --watch` prints log lines (and failure messages) as Rich markup: a gloo error's
+    "[/__w/.../pair.cc:553]" crashes it with a MarkupError and "[rank1]:" vanishes; the space shows nowhere."""
+    return _MARKUP_TAG.sub("[\u200b", text)
 
 
 class EngineFailed(RuntimeError):
@@ -52,25 +66,31 @@ class BadRunInput(EngineFailed):
     """Bad input, bad settings or a non-finite loss: never retried."""
 
 
+class NodesNotStarted(EngineFailed):
+    """A node job that no worker started (or a node deployment that does not exist): a retry would wait for the
+    same missing worker, so it is not retried."""
+
+
 def retry_transient(task, task_run, state) -> bool:
     error = state.result(raise_on_failure=False)
-    return not isinstance(error, BadRunInput)
+    return not isinstance(error, (BadRunInput, NodesNotStarted))
 
 
-def engine_command(spec_file: Path, nproc_per_node: int, command: str = "train") -> list[str]:
+def engine_command(spec_file: Path, nproc_per_node: int, command: str = "train", max_restarts: int = 0) -> list[str]:
     """`python -m lmcore <command> --spec FILE`, under torchrun when nproc_per_node > 1 (each rank's output in a
     folder `ranks` beside the spec file)."""
     return launch_command(["-m", "lmcore", command, "--spec", str(spec_file)], nproc_per_node,
-                          Path(spec_file).parent / "ranks")
+                          Path(spec_file).parent / "ranks", max_restarts)
 
 
-def launch_command(program: list[str], nproc_per_node: int, rank_logs: Path) -> list[str]:
+def launch_command(program: list[str], nproc_per_node: int, rank_logs: Path, max_restarts: int = 0) -> list[str]:
     """`python <program>` on one process, or under torchrun on `nproc_per_node` with only rank 0 on the console and
-    every rank's output in `rank_logs`."""
-    if nproc_per_node == 1:
+    every rank's output in `rank_logs` (and torchrun's elastic agent restarting them up to `max_restarts` times)."""
+    if nproc_per_node == 1 and not max_restarts:
         return [sys.executable, *program]
+    restarts = [f"--max-restarts={max_restarts}"] if max_restarts else []
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc_per_node}",
-            f"--log-dir={rank_logs}", "--tee=3", "--local-ranks-filter=0", *program]
+            *restarts, f"--log-dir={rank_logs}", "--tee=3", "--local-ranks-filter=0", *program]
 
 
 def engine_env(nproc_per_node: int, run_id: str | None) -> dict:
@@ -85,9 +105,10 @@ def engine_env(nproc_per_node: int, run_id: str | None) -> dict:
     return env
 
 
-def run_engine(command: list[str], env: dict, what: str) -> None:
-    """Run `command`, streaming each output line into the run log; raise EngineFailed / BadRunInput on failure.
-    An interruption (cancellation, Ctrl-C, SIGTERM) stops the whole process group before it propagates."""
+def run_engine(command: list[str], env: dict, what: str, copy_to=None) -> None:
+    """Run `command`, streaming each output line into the run log (and into the open text file `copy_to`, when
+    given); raise EngineFailed / BadRunInput on failure. An interruption (cancellation, Ctrl-C, SIGTERM) stops the
+    whole process group before it propagates."""
     log = logger()
     tail: deque[str] = deque(maxlen=40)
     rank_logs = _rank_logs(command)
@@ -99,7 +120,10 @@ def run_engine(command: list[str], env: dict, what: str) -> None:
         for line in proc.stdout:
             line = _RANK_PREFIX.sub("", line.rstrip("\n"))
             tail.append(line)
-            log.info("%s", line)
+            log.info("%s", loggable(line))
+            if copy_to is not None:
+                copy_to.write(line + "\n")
+                copy_to.flush()
         code = proc.wait()
     except BaseException:
         _stop(proc)
@@ -113,7 +137,7 @@ def run_engine(command: list[str], env: dict, what: str) -> None:
     errors = list(dict.fromkeys(t.strip() for t in lines if t.startswith("error:") or "Error" in t))[-5:]
     message = f"{what} failed (exit code {code}{', ranks ' + str(sorted(codes)) if codes else ''})" + (
         ": " + " | ".join(errors) if errors else "")
-    raise (BadRunInput if bad else EngineFailed)(message, code)
+    raise (BadRunInput if bad else EngineFailed)(loggable(message), code)
 
 
 def _rank_logs(command: list[str]) -> Path | None:
@@ -149,12 +173,18 @@ def _stop(proc: subprocess.Popen) -> None:
 def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, args: dict | None = None,
              model_name: str | None = None, tokenizer_dir: str | None = None, generator_name: str | None = None,
              discriminator_name: str | None = None, nproc_per_node: int = 1,
-             parent_run_id: str | None = None) -> dict:
+             parent_run_id: str | None = None, nnodes: int | str = 1, max_restarts: int = 0,
+             rdzv_endpoint: str | None = None, rdzv_timeout: int = 600,
+             node_deployment: str = NODE_DEPLOYMENT) -> dict:
     """Train with the engine; returns {"output_dir", "result" (global_step, tokens_seen), "run_id"}.
 
     The model is not evaluated here: the evaluate stage scores every model one way (so a fine-tuned model and the
     champion it is compared with get figures computed alike, and each model has one perplexity). `eval_file` is
-    handed to the engine only for evaluate_during_training."""
+    handed to the engine only for evaluate_during_training.
+
+    nnodes > 1 (or an elastic "MIN:MAX"): one node job per machine through `node_deployment`, each running
+    nproc_per_node processes under torchrun, meeting at `rdzv_endpoint` (None: the first node publishes its
+    address) within `rdzv_timeout` seconds; `max_restarts`: torchrun's restarts of a node's processes."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = dict(args or {})
@@ -171,13 +201,22 @@ def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, 
                    file_hashes=known_file_hashes([Path(f) for f in [train_file, *eval_files]]))
     spec_file = out / "spec.json"
     spec.save(spec_file)
-    command = engine_command(spec_file, nproc_per_node)
-    with tracking.child_run(parent_run_id, "pretrain", {"nproc_per_node": nproc_per_node}) as run_id:
-        tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name,
-                                     "nproc_per_node": nproc_per_node, "args": args})
-        logger().info("pretrain: %s", " ".join(command))
-        run_engine(command, engine_env(nproc_per_node, run_id), f"training {model_type}")
+    on_nodes = parse_nnodes(nnodes) != (1, 1)
+    layout = {"nproc_per_node": nproc_per_node, **({"nnodes": str(nnodes), "max_restarts": max_restarts}
+                                                   if on_nodes or max_restarts else {})}
+    with tracking.child_run(parent_run_id, "pretrain", layout) as run_id:
+        tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name, **layout, "args": args})
+        if on_nodes:
+            from .nodes import train_on_nodes  # here: tasks.nodes builds on this module's launch helpers
+
+            train_on_nodes(spec_file, nnodes, nproc_per_node, max_restarts, rdzv_endpoint, rdzv_timeout, run_id,
+                           f"training {model_type}", node_deployment)
+        else:
+            command = engine_command(spec_file, nproc_per_node, max_restarts=max_restarts)
+            logger().info("pretrain: %s", " ".join(command))
+            run_engine(command, engine_env(nproc_per_node, run_id), f"training {model_type}")
         result = json.loads(result_file.read_text())
         tracking.log_metrics(run_id, {k: v for k, v in result.items() if k in ("global_step", "tokens_seen")},
                              step=int(result.get("global_step", 0)))
+        tracking.log_training_curves(run_id, also_on=(parent_run_id,))
     return {"output_dir": str(out), "result": result, "run_id": run_id}

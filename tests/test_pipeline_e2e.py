@@ -109,6 +109,8 @@ def test_deployment_runs_bert_and_electra_tracked_in_mlflow(stack):
         assert client.get_metric_history(train.info.run_id, "tokens_per_second")
         (tokenizer,) = children["train_tokenizer"]
         assert "tokenizer" in {a.path for a in client.list_artifacts(tokenizer.info.run_id)}
+        on_parent = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"training_curves.png", "corpus_statistics.json"} <= on_parent, on_parent
     electra = parent_of(client, "e2e-electra")
     assert 0.0 <= electra.data.metrics["discriminator_accuracy"] <= 1.0
     assert electra.data.metrics["generator_perplexity"] == pytest.approx(electra.data.metrics["perplexity"])

@@ -162,9 +162,11 @@ def test_engine_only_settings_are_refused_by_the_pipeline_with_the_reason():
     from tasks.inputs import check_parameters
 
     with pytest.raises(ArgsError) as e:
-        check_parameters(str(SAMPLE / "train.txt"), {"encoding": "latin-1", "no_save": True, "fp16": False})
+        check_parameters(str(SAMPLE / "train.txt"), {"dataset_class": "my.Dataset", "no_save": True, "fp16": False})
     text = str(e.value)
-    assert "args.encoding='latin-1'" in text and "args.no_save=True" in text and "fp16" not in text
+    assert "args.dataset_class='my.Dataset'" in text and "args.no_save=True" in text and "fp16" not in text
+    # How the corpus is read is the pipeline's business too: prepare_corpus applies it.
+    assert check_parameters(str(SAMPLE / "train.txt"), {"encoding": "latin-1"}) == {"encoding": "latin-1"}
     assert check_parameters(str(SAMPLE / "train.txt"), {"fp16": False, "no_save": False}) == {"fp16": False,
                                                                                              "no_save": False}
 
@@ -318,3 +320,24 @@ def test_flows_import_tasks_only():
         names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
         assert not [m for m in names if m.split(".")[0] in ("lmcore", "mlflow")], (path.name, names)
         assert "client()" not in path.read_text(), path.name
+
+
+def test_training_curves_are_drawn_on_the_run_and_its_parent(env, tmp_path):
+    from PIL import Image
+
+    from tasks import tracking
+
+    parent = tracking.start_run("curves", "parent")
+    child = tracking.start_run("curves", "pretrain", parent)
+    for step in range(1, 41):
+        tracking.log_metrics(child, {"train_loss": 8.0 / step, "learning_rate": 1e-3 * min(1, step / 4)}, step)
+    tracking.log_metrics(child, {"eval_loss": 3.0}, 20)
+    assert tracking.log_training_curves(child, also_on=(parent,)) == "training_curves.png"
+    for run in (child, parent):
+        (tmp_path / run).mkdir()
+        local = tracking.client().download_artifacts(run, "training_curves.png", str(tmp_path / run))
+        width, height = Image.open(local).size
+        assert width > 400 and height > 3 * 150  # three panels: loss, evaluation loss, learning rate
+    empty = tracking.start_run("curves", "nothing logged")
+    assert tracking.log_training_curves(empty) is None
+    assert not tracking.client().list_artifacts(empty)

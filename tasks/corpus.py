@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import time
 from pathlib import Path
 
 from prefect import task
@@ -102,6 +103,8 @@ def prepare_corpus(corpus, eval_corpus=None, eval_fraction: float = 0.05, strict
     return _result(out)
 
 
+PROGRESS_LINES = 1_000_000
+"""A progress line every this many documents counted."""
 TABLE_COLUMNS = ("source", "container", "split", "rows", "empty_rows", "non_text_rows", "documents",
                  "duplicates_dropped", "train_lines", "eval_lines", "characters", "tokens", "invalid_bytes", "bytes",
                  "length_mean", "length_p50", "length_p90", "length_p99", "length_max")
@@ -116,6 +119,8 @@ def token_counts(prep: dict, tokenizer) -> list[int]:
     prepared files are read once, in order, and each line's tokens go to the source whose run it falls in."""
     sources = prep["per_source"]
     counts = [0] * len(sources)
+    total = sum(s["train_lines"] + s["eval_lines"] for s in sources)
+    start, done, next_report = time.time(), 0, PROGRESS_LINES
     for split, file in (("train_lines", prep["train_file"]), ("eval_lines", prep["eval_file"])):
         ends = list(itertools.accumulate(s[split] for s in sources))  # line number after each source's run
         line_no, owner = 0, 0
@@ -126,6 +131,12 @@ def token_counts(prep: dict, tokenizer) -> list[int]:
                         owner += 1
                     counts[owner] += len(ids)
                     line_no += 1
+                done += len(batch)
+                if done >= next_report:  # a large corpus takes minutes: say how far, how fast, how long still
+                    rate = done / max(time.time() - start, 1e-9)
+                    logger().info("describe_corpus: %d/%d documents tokenized (%.0f/s, ETA %.0f s)", done, total,
+                                  rate, (total - done) / rate)
+                    next_report += PROGRESS_LINES
     return counts
 
 

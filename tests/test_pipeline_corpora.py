@@ -204,3 +204,33 @@ def test_the_pretrain_flow_trains_the_same_model_from_every_container(home, sour
     total = dict(zip(table["columns"], table["data"][-1]))  # the last row sums the sources (a folder's parts)
     assert total["source"] == "(all)" and total["rows"] == len(corpus_rows()) and total["tokens"] > 0
     assert total["documents"] == run["corpus"]["documents"]
+
+
+def test_token_counting_reports_progress(env, sources, monkeypatch):
+    import logging
+
+    import transformers as hf
+    from tokenizers import Tokenizer, models
+
+    from tasks import corpus as corpus_task
+
+    prep = prepare(sources, sources["paths"]["txt"])
+    tok = hf.PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0}, unk_token="[UNK]")),
+                                     unk_token="[UNK]")
+    seen: list[str] = []
+    progress = logging.getLogger("corpus-progress")
+    progress.setLevel(logging.INFO)
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    progress.addHandler(handler)
+    monkeypatch.setattr(corpus_task, "PROGRESS_LINES", 100)
+    monkeypatch.setattr(corpus_task, "logger", lambda: progress)
+    try:
+        counts = corpus_task.token_counts(prep, tok)
+    finally:
+        progress.removeHandler(handler)
+    documents = prep["train_lines"] + prep["eval_lines"]
+    assert sum(counts) == documents  # no pre-tokenizer: one unknown token per document
+    lines = [m for m in seen if "documents tokenized" in m]
+    # Checked after each batch read (one per split file here): the last line says all of them are done.
+    assert lines and "ETA" in lines[0] and lines[-1].startswith(f"describe_corpus: {documents}/{documents} documents")

@@ -160,8 +160,8 @@ def write_splits(files: list[Path], eval_files: list[Path], eval_fraction: float
     with open(out / "train.txt", "w", encoding="utf-8") as train, open(out / "eval.txt", "w", encoding="utf-8") as ev:
         split = Splitter(None if eval_files else eval_fraction, train, ev)
         for source, to_eval in [(f, True) for f in eval_files] + [(f, None) for f in files]:
-            split.source = SourceFigures(source, containers.kind_of(source, reading.data_format),
-                                         "eval" if to_eval else "train")
+            kind = containers.kind_of(source, reading.data_format)
+            split.source = SourceFigures(source, kind, "eval" if to_eval else "train")
             figures.append(split.source)
             own, before = CorpusStats(), characters
             for row in source_rows(source, reading, own):
@@ -172,7 +172,7 @@ def write_splits(files: list[Path], eval_files: list[Path], eval_fraction: float
                            characters >> 20, split.counts["documents"],
                            characters / 2**20 / max(time.time() - start, 1e-9))
                     next_report += PROGRESS_BYTES
-            if containers.kind_of(source, reading.data_format) != "text":  # a container's lines are its rows
+            if kind != "text":  # a container's lines are its rows
                 own.lines = split.source.row["rows"]
             split.source.row.update(bytes=own.bytes, invalid_bytes=own.invalid_bytes_replaced)
             split.source.flush()

@@ -11,7 +11,6 @@ modification time), so the cache key, the fingerprint and the statistics share o
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import time
@@ -21,7 +20,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lmcore.atomic import replace_folder, write_text
-from lmcore.corpus import CorpusReading, content_hash, resolve_files
+from lmcore.corpus import CorpusReading, content_hash, file_hash, resolve_files
 from lmcore.prepare import PREP_VERSION, check_fraction, write_splits
 
 from . import tracking
@@ -94,7 +93,7 @@ def prepare_corpus(corpus, eval_corpus=None, eval_fraction: float = 0.05, strict
             stats.update(key=key, content_hash=content_hash(files), eval_split="eval_corpus" if eval_files else
                          f"{eval_fraction:g} of the corpus", sources=[str(f) for f in files],
                          eval_sources=[str(f) for f in eval_files], reading=reading_args(reading),
-                         train_hash=_sha256(tmp / "train.txt"))
+                         train_hash=file_hash(tmp / "train.txt"))
             write_text(tmp / "stats.json", json.dumps(stats, indent=2))
             tracking.log_params(run_id, {f"corpus.{k}": v for k, v in stats.items()
                                          if not isinstance(v, (list, dict))})
@@ -189,14 +188,6 @@ def describe_corpus(prep: dict, tokenizer: str | None = None, parent_run_id: str
                                           f"eval split {prep.get('eval_split')}")
     logger().info("corpus statistics:\n%s", table.to_string(index=False, max_colwidth=60))
     return records
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tokenizer_key(prep: dict) -> str:

@@ -48,14 +48,36 @@ def _value(text: str):
         return text
 
 
+OBJECTIVES = {
+    "bert": "masked LM", "camembert": "masked LM", "distilbert": "masked LM", "electra": "ELECTRA (generator + "
+    "discriminator)", "gpt2": "causal LM (mlm=false)", "longformer": "masked LM", "openai-gpt": "causal LM "
+    "(mlm=false)", "roberta": "masked LM",
+}
+"""What --help lists, written out so the help needs no torch or transformers import (a test holds it equal to
+lmcore.registry.MODEL_TYPES)."""
+
+
+def _help_epilog() -> str:
+    types = "\n".join(f"  {name:<11} {what}" for name, what in OBJECTIVES.items())
+    return (f"model types and their objectives:\n{types}\n\n"
+            "examples:\n" + __doc__.split("\n\n")[1].rstrip() + "\n\n"
+            "settings: any LanguageModelingArgs field with --set FIELD=VALUE (lmcore/args.py documents each);\n"
+            "progress goes to stderr, quiet with --set silent=true.\n"
+            "pipeline (Prefect + MLflow): python -m flows.pretrain --help; deployments and their parameters are in\n"
+            "prefect.yaml and the README's Pipeline section.")
+
+
 def parse(argv: list[str]) -> tuple[str, RunSpec]:
-    p = argparse.ArgumentParser(prog="python -m lmcore", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lmcore", description=__doc__.split("\n\n")[0],
+                                epilog=_help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="train a small BERT from scratch on the bundled corpus and print its perplexity")
-    for name in ("train", "eval"):
-        s = sub.add_parser(name)
+    for name, what in (("train", "train a model (from scratch, or from --model-name) and save it"),
+                       ("eval", "evaluate a saved model: eval_loss and perplexity as one JSON line")):
+        s = sub.add_parser(name, help=what, description=what)
         s.add_argument("--spec", help="JSON run spec (flags below override it)")
-        s.add_argument("--model-type")
+        s.add_argument("--model-type", choices=list(OBJECTIVES), metavar="TYPE",
+                       help=f"one of {', '.join(OBJECTIVES)}")
         s.add_argument("--model-name")
         s.add_argument("--generator-name")
         s.add_argument("--discriminator-name")

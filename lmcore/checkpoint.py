@@ -94,3 +94,28 @@ def rotate(output_dir: str | Path, keep: int | None) -> None:
     for old in find(output_dir)[:-keep]:
         log.info("Removing old checkpoint %s (save_total_limit=%d)", old, keep)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MB" if n >= 2**20 else f"{n / 2**10:,.0f} kB"
+
+
+def disk_summary(output_dir: str | Path, args) -> str:
+    """What a finished run left in `output_dir` and why, in one sentence: the final model, and each checkpoint
+    (weights, plus optimizer state when saved: what continuing from it needs), with the settings that keep fewer."""
+    out = Path(output_dir)
+    checkpoints = find(out)
+    total = _size(out)
+    held = sum(_size(c) for c in checkpoints)
+    text = f"{out} holds {_mb(total)}: the model {_mb(total - held)}"
+    if not checkpoints:
+        return text + "."
+    names = ", ".join(f"{c.name} ({_mb(_size(c))})" for c in checkpoints)
+    why = "weights and optimizer state, to resume or continue" if args.save_optimizer_and_scheduler else "weights"
+    keep = ("save_total_limit, save_steps=-1 and save_model_every_epoch=False keep fewer"
+            if not args.save_total_limit else f"the newest {args.save_total_limit} kept (save_total_limit)")
+    return f"{text}; checkpoints {names}: {why}; {keep}."

@@ -202,14 +202,29 @@ class ElectraFamily:
     def problems(self, spec, args: LanguageModelingArgs) -> list[str]:
         p = [] if args.mlm else ["ELECTRA masks its inputs like MLM: set mlm=True"]
         known = hf.ElectraConfig().to_dict()
-        for name in ("generator_config", "discriminator_config"):
+        for name in ("config", "generator_config", "discriminator_config"):
             unknown = [k for k in getattr(args, name) if k not in known]
             if unknown:
                 p.append(f"args.{name}: ElectraConfig has no field(s) {', '.join(map(repr, unknown))}")
+        if args.config and args.discriminator_config:
+            p.append("args.config and args.discriminator_config are both set: ELECTRA has two models, and "
+                     "args.config stands for the discriminator only when discriminator_config is empty; put "
+                     "these fields in discriminator_config (and the generator's in generator_config)")
         return p
 
+    @staticmethod
+    def discriminator_settings(args: LanguageModelingArgs) -> dict:
+        """The discriminator's config fields: `discriminator_config`, or else `config` (what a user of the other
+        model types sets, and what the pipeline's presets carry), said in one line so it is never silent."""
+        if args.config and not args.discriminator_config:
+            log.info("ELECTRA: args.config %s describes the discriminator (as args.discriminator_config); the "
+                     "generator is %s", args.config, "args.generator_config" if args.generator_config else
+                     "a quarter of its width (set args.generator_config to choose)")
+            return dict(args.config)
+        return dict(args.discriminator_config)
+
     def from_scratch(self, spec, args, tokenizer_for: TokenizerFor) -> Built:
-        cfg = hf.ElectraConfig(**args.discriminator_config)
+        cfg = hf.ElectraConfig(**self.discriminator_settings(args))
         tokenizer = tokenizer_for(fit_positions(spec, cfg, requested_block(args)))
         cfg.vocab_size, cfg.pad_token_id = len(tokenizer), tokenizer.pad_token_id
         tie = args.tie_generator_and_discriminator_embeddings
@@ -231,11 +246,18 @@ class ElectraFamily:
             generator_name, discriminator_name = str(folder / GENERATOR_DIR), str(folder / DISCRIMINATOR_DIR)
             resume = resume_point(model_name)
         gen = from_pretrained(hf.ElectraForMaskedLM, generator_name, what="generator") if generator_name else None
-        disc = (from_pretrained(hf.ElectraForPreTraining, discriminator_name, what="discriminator")
-                if discriminator_name else None)
+        disc = None
+        if discriminator_name:
+            # args.config changes a loaded model's settings (dropout, ...) as it does for the other model types;
+            # here it reaches the discriminator, the model users keep.
+            cfg = from_pretrained(hf.AutoConfig, discriminator_name, what="discriminator")
+            if args.config:
+                apply_config_overrides(cfg, args.config, "args.config (applied to the discriminator)")
+                log.info("ELECTRA: args.config %s applied to the loaded discriminator", args.config)
+            disc = from_pretrained(hf.ElectraForPreTraining, discriminator_name, config=cfg, what="discriminator")
         tokenizer = load_tokenizer(args.tokenizer_name or discriminator_name or generator_name)
         if disc is None:
-            cfg = hf.ElectraConfig(**args.discriminator_config)
+            cfg = hf.ElectraConfig(**self.discriminator_settings(args))
             cfg.max_position_embeddings = gen.config.max_position_embeddings
             fit_positions(spec, cfg, requested_block(args))
             cfg.vocab_size, cfg.pad_token_id = len(tokenizer), tokenizer.pad_token_id

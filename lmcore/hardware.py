@@ -126,11 +126,14 @@ def matmul_peak_flops(device_type: str, dtype_name: str, bursts: int = 5) -> flo
     return best
 
 
-def measured_flops_per_token(module: torch.nn.Module, objective, prepared: dict) -> float:
-    """Training FLOPs per token, counted by PyTorch's FLOP counter over one forward and backward pass of the
-    training module on the first example of `prepared` (a device batch): every matmul and attention kernel the
-    model really runs, the vocabulary projection only where the objective scores. Random state and gradients are
-    left as they were."""
+def measured_flops_per_position(module: torch.nn.Module, objective, prepared: dict) -> float:
+    """Training FLOPs executed per position of a batch (padding included: the kernels run over it too), counted
+    by PyTorch's FLOP counter over one forward and backward pass of the training module on the first example of
+    `prepared` (a device batch): every matmul and attention kernel the model really runs, the vocabulary
+    projection only where the objective scores. Times the positions a window ran, over its seconds and the
+    measured peak, this is the hardware FLOPs utilisation the progress lines show. Counting per real token
+    instead would charge a short first example's padding to every later token (utilisation over 100%). Random
+    state and gradients are left as they were."""
     from torch.utils.flop_counter import FlopCounterMode
 
     one = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in prepared.items()}
@@ -140,5 +143,4 @@ def measured_flops_per_token(module: torch.nn.Module, objective, prepared: dict)
         torch.stack([v.float() for v in sums.values()]).sum().backward()
     for p in module.parameters():
         p.grad = None
-    tokens = max(int(one["attention_mask"].sum()), 1)
-    return counter.get_total_flops() / tokens
+    return counter.get_total_flops() / max(one["input_ids"].numel(), 1)

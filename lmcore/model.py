@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, checkpoint, compat, dist, hardware, tracking
+from . import atomic, checkpoint, compat, console, dist, hardware, tracking
 from .args import ArgsError, LanguageModelingArgs
 from .corpus import resolve_files
 from .data import features_for
@@ -46,6 +46,7 @@ class LanguageModelingModel:
         (its model_args.json is read; `args` override it), a checkpoint (training continues from it), or a hub
         name found in the local Hugging Face cache. ELECTRA from separate models: `model_name="electra"` with
         `generator_name` / `discriminator_name`. `tracker` receives params and per-step metrics."""
+        console.show_progress()
         self.args = _initial_args(model_name, args)
         self.model_type = model_type
         self.tracker = tracker or NullTracker()
@@ -194,7 +195,8 @@ class LanguageModelingModel:
         self._resume_state = None
         if dist.is_main() and not self.args.no_save:
             atomic.write_into(out, self._save_to)
-            log.info("Saved the trained model to %s (%d steps, %d tokens)", out, state.step, state.tokens_seen)
+            log.info("Saved the trained model to %s (%d steps, %d tokens). %s", out, state.step, state.tokens_seen,
+                     checkpoint.disk_summary(out, self.args))
         dist.barrier()
         return state
 
@@ -290,7 +292,8 @@ class LanguageModelingModel:
     def _save_to(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.family.save(self.model, self.tokenizer, folder)
+        with console.no_library_progress_bars():
+            self.family.save(self.model, self.tokenizer, folder)
         self.args.save(str(folder))
 
     def save_generator(self, output_dir: str | None = None) -> str:
@@ -307,7 +310,8 @@ class LanguageModelingModel:
             raise ArgsError(f"save_{which.split('_')[0]}() is for ELECTRA models; this is {self.model_type!r}")
         out = Path(output_dir or self.args.output_dir)
         if dist.is_main() and not self.args.no_save:
-            atomic.write_into(out, lambda tmp: self.family.save(self.model, self.tokenizer, tmp, which=(which,)))
+            with console.no_library_progress_bars():
+                atomic.write_into(out, lambda tmp: self.family.save(self.model, self.tokenizer, tmp, which=(which,)))
         return str(out / which)
 
 

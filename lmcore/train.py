@@ -54,7 +54,7 @@ class TrainSetup:
     grad_scaler: bool = False
     """Scale the loss (CUDA fp16 autocast): fp16 gradients underflow otherwise."""
     compute_dtype: str = "float32"
-    """The dtype matmuls run in (autocast's), for model FLOPs utilisation against that dtype's measured peak."""
+    """The dtype matmuls run in (autocast's), for FLOPs utilisation against that dtype's measured peak."""
 
 
 @dataclass
@@ -104,9 +104,8 @@ def fit(run: TrainSetup) -> State:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
-    progress = _Progress(total, state.step)
-    if main:
-        progress.peak = hardware.matmul_peak_flops(device.type, run.compute_dtype) * dist.world()
+    start_step = state.step
+    progress = _Progress(total, state.step, device.type, run.compute_dtype) if main else None
     window = _Window(run.objective, tracker if main else None, args.learning_rate)
     source = _MicroBatches(run)
     try:
@@ -115,9 +114,10 @@ def fit(run: TrainSetup) -> State:
             optim.set_learning_rates(optimizer, multiplier)
             lr = args.learning_rate * multiplier  # what is logged: custom groups scale their own rates alike
             micro = source.step(state.epoch, state.position)
-            if main and progress.flops_per_token is None:
-                progress.flops_per_token = hardware.measured_flops_per_token(
-                    model, run.objective, to_device(micro[0], device))
+            if main and progress.flops_per_position is None:
+                with progress.paused():  # one extra forward/backward, not training: kept out of the rate
+                    progress.flops_per_position = hardware.measured_flops_per_position(
+                        model, run.objective, to_device(micro[0], device))
             totals = _global_counts(run.objective, micro, device)
             step_sums = torch.zeros(len(run.objective.terms), dtype=torch.float32, device=device)
             for k, prepared in enumerate(micro):
@@ -157,17 +157,25 @@ def fit(run: TrainSetup) -> State:
             epoch_done = state.position >= micro_per_epoch
             if epoch_done:
                 state.epoch, state.position = state.epoch + 1, 0
-            rate = progress.tick(state.step, step_tokens)
+            if main:
+                progress.tick(step_tokens, sum(p["input_ids"].numel() for p in micro) * dist.world())
             window.add(state.step, step_sums, totals, bad if scaler is None else ~torch.isfinite(step_sums.sum()),
-                       lr, rate, progress.mfu(rate))
+                       lr)
             evaluate_now, checkpoint_name = _due(run, state, epoch_done, total)
             logging_now = state.step % args.logging_steps == 0 or state.step == total or \
-                state.step == progress.start_step + 1
-            if logging_now or evaluate_now or checkpoint_name:
+                state.step == start_step + 1
+            # A line is also due after 30 s without one; on one process it syncs like a logging step (under DDP
+            # the ranks would have to agree on the clock first, so it shows the last synced loss, saying so).
+            quiet = main and not logging_now and progress.quiet_too_long()
+            if logging_now or evaluate_now or checkpoint_name or (quiet and dist.world() == 1):
                 window.flush(state)  # the one host sync: losses, metrics and the non-finite check
-            if main and (logging_now or progress.quiet_too_long()):
-                log.info("%s", progress.line(state, total, window.last_loss, lr))
-            _evaluate_and_save(run, optimizer, state, evaluate_now, checkpoint_name, epoch_done)
+            if main and (logging_now or quiet):
+                figures = progress.window_figures()
+                log.info("%s", progress.line(state, total, window.report(), lr, figures))
+                if tracker is not None:
+                    tracker.log_metrics(figures, step=state.step)
+            with progress.paused() if main else contextlib.nullcontext():
+                _evaluate_and_save(run, optimizer, state, evaluate_now, checkpoint_name, epoch_done)
     finally:
         source.close()
     return state
@@ -245,10 +253,24 @@ class _Window:
     def __init__(self, objective, tracker, learning_rate: float):
         self.objective, self.tracker, self.learning_rate = objective, tracker, learning_rate
         self.rows: list[tuple] = []
-        self.last_loss = float("nan")
+        self.reported: list[tuple[int, float]] = []
+        """(step, loss) of the steps synced since the last progress line."""
+        self.last: tuple[int, float] | None = None
 
-    def add(self, step: int, sums, totals, bad, lr: float, rate: float, mfu: float) -> None:
-        self.rows.append((step, sums, totals, bad, lr, rate, mfu))
+    def add(self, step: int, sums, totals, bad, lr: float) -> None:
+        self.rows.append((step, sums, totals, bad, lr))
+
+    def report(self) -> str:
+        """The loss a progress line shows: the mean over the steps since the previous line (each step's loss is
+        logged to the tracker), or, when no step was synced since (a timed line under DDP), the last one with
+        its step."""
+        if not self.reported:
+            return "loss n/a" if self.last is None else f"loss {self.last[1]:.4f} (step {self.last[0]})"
+        steps = [s for s, _ in self.reported]
+        mean = sum(v for _, v in self.reported) / len(self.reported)
+        span = f"step {steps[0]}" if len(steps) == 1 else f"mean of steps {steps[0]}-{steps[-1]}"
+        self.last, self.reported = self.reported[-1], []
+        return f"loss {mean:.4f} ({span})"
 
     def flush(self, state: State) -> None:
         if not self.rows:
@@ -261,7 +283,7 @@ class _Window:
         values = torch.cat([(sums / totals).flatten(), bad]).tolist()
         terms, rows, self.rows = self.objective.terms, self.rows, []
         per_term, flags = values[:len(rows) * len(terms)], values[len(rows) * len(terms):]
-        for i, (step, *_, lr, rate, mfu) in enumerate(rows):
+        for i, (step, *_, lr) in enumerate(rows):
             means = dict(zip(terms, per_term[i * len(terms):(i + 1) * len(terms)]))
             loss = sum(self.objective.weights[t] * means[t] for t in terms)
             if flags[i]:
@@ -271,11 +293,10 @@ class _Window:
                     f"{state.step}, so the last checkpoint is intact. Try a lower learning_rate (now "
                     f"{self.learning_rate}), mixed_precision='no', or check the corpus.")
             state.train_loss.append(loss)
-            self.last_loss = loss
+            self.reported.append((step, loss))
             if self.tracker is not None:
                 parts = {f"{t}_loss": means[t] for t in terms} if len(terms) > 1 else {}
-                self.tracker.log_metrics({"train_loss": loss, "learning_rate": lr, "tokens_per_second": rate,
-                                          "mfu": mfu, **parts}, step=step)
+                self.tracker.log_metrics({"train_loss": loss, "learning_rate": lr, **parts}, step=step)
 
 
 def _due(run: TrainSetup, state: State, epoch_done: bool, total: int) -> tuple[bool, str | None]:
@@ -401,43 +422,72 @@ def _fmt(d: dict) -> str:
 
 
 class _Progress:
-    """Tokens/s over the recent window and an ETA; decides when a progress line is due."""
+    """What a progress line reports, on the main process: tokens/s and hardware FLOPs utilisation over exactly the
+    steps since the previous line, and an ETA. The clock is paused while the loop evaluates, writes a checkpoint or
+    counts FLOPs, so a window's rate is its training steps' rate (a checkpoint inside it no longer turns 28,000
+    tokens/s into 300)."""
 
-    def __init__(self, total: int, start_step: int):
+    def __init__(self, total: int, start_step: int, device_type: str, compute_dtype: str):
         self.total, self.start_step = total, start_step
-        self.t0 = self.last_line = time.time()
-        self.window: list[tuple[float, int]] = []
-        self.flops_per_token: float | None = None
-        self.peak = 0.0
+        self.device_type, self.compute_dtype = device_type, compute_dtype
+        self.peak = hardware.matmul_peak_flops(device_type, compute_dtype) * dist.world()
+        self.flops_per_position: float | None = None
+        self.t0 = self.window_start = self.last_line = time.perf_counter()
+        self.paused_total = self.paused_in_window = 0.0
+        self.tokens = self.positions = self.steps = 0
+        self.remeasured = False
 
-    def mfu(self, tokens_per_second: float) -> float:
-        """Model FLOPs utilisation: achieved model FLOP/s over the measured matmul peak of all processes."""
-        return (self.flops_per_token or 0.0) * tokens_per_second / self.peak if self.peak else 0.0
+    @contextlib.contextmanager
+    def paused(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            self.paused_total += spent
+            self.paused_in_window += spent
 
-    def tick(self, step: int, tokens: int) -> float:
-        self.window = (self.window + [(time.time(), tokens)])[-20:]
-        return self.rate()
+    def tick(self, tokens: int, positions: int) -> None:
+        """One optimizer step done: `tokens` real tokens and `positions` computed positions (padding included),
+        over all processes."""
+        self.tokens += tokens
+        self.positions += positions
+        self.steps += 1
 
-    def rate(self) -> float:
-        """Tokens per second over the last (up to 20) steps."""
-        if len(self.window) < 2:
-            return self.window[0][1] / max(self.window[0][0] - self.t0, 1e-9) if self.window else 0.0
-        span = self.window[-1][0] - self.window[0][0]
-        return sum(t for _, t in self.window[1:]) / max(span, 1e-9)
+    def window_figures(self) -> dict:
+        """tokens/s and HFU (FLOPs executed / (seconds x the measured matmul peak of the dtype in use, all
+        processes)) since the previous call; the window then starts again. These are the figures the line shows
+        and the tracker records at that step."""
+        now = time.perf_counter()
+        seconds = max(now - self.window_start - self.paused_in_window, 1e-9)
+        flops = (self.flops_per_position or 0.0) * self.positions
+        hfu = flops / seconds / self.peak if self.peak else 0.0
+        if hfu > 1.0 and not self.remeasured:
+            # Only a peak measured while something else held the cores can be beaten: measure it again, once.
+            self.remeasured = True
+            hardware.matmul_peak_flops.cache_clear()
+            self.peak = max(self.peak, hardware.matmul_peak_flops(self.device_type, self.compute_dtype)
+                            * dist.world())
+            log.info("Utilisation came out over 100%%: the %s matmul peak was measured on busy cores; re-measured "
+                     "at %.0f GFLOP/s", self.compute_dtype, self.peak / 1e9)
+            hfu = flops / seconds / self.peak
+        figures = {"tokens_per_second": self.tokens / seconds, "hfu": hfu}
+        self.window_start, self.paused_in_window = now, 0.0
+        self.tokens = self.positions = self.steps = 0
+        return figures
 
     def quiet_too_long(self) -> bool:
-        """A progress line at least every 30 s, whatever logging_steps says (with the last known loss)."""
-        return time.time() - self.last_line > 30
+        """A progress line at least every 30 s, whatever logging_steps says."""
+        return time.perf_counter() - self.last_line > 30
 
-    def line(self, state: State, total: int, loss: float, lr: float) -> str:
-        self.last_line = time.time()
-        elapsed = time.time() - self.t0
+    def line(self, state: State, total: int, loss: str, lr: float, figures: dict) -> str:
+        self.last_line = time.perf_counter()
+        elapsed = self.last_line - self.t0
         done = state.step - self.start_step
         eta = elapsed / max(done, 1) * (total - state.step)
-        tps = self.rate()
         return (f"step {state.step}/{total} ({100 * state.step / total:.0f}%) | epoch {state.epoch} | "
-                f"loss {loss:.4f} | lr {lr:.3g} | {tps:,.0f} tokens/s | MFU {100 * self.mfu(tps):.0f}% | "
-                f"elapsed {_hms(elapsed)} | "
+                f"{loss} | lr {lr:.3g} | {figures['tokens_per_second']:,.0f} tokens/s | "
+                f"HFU {100 * figures['hfu']:.0f}% of {self.compute_dtype} peak | elapsed {_hms(elapsed)} | "
                 f"ETA {_hms(eta)}")
 
 

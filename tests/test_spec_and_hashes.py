@@ -55,3 +55,27 @@ def test_final_eval_false_trains_with_evaluations_but_no_closing_one(tmp_path, c
     result = run("train", spec)
     assert result["global_step"] == 4 and "perplexity" not in result
     assert (tmp_path / "out-bert" / "training_progress_scores.csv").exists()
+
+
+def test_help_answers_fast_without_torch_and_lists_every_model_type_with_its_objective():
+    """`python -m lmcore --help` imports neither torch nor transformers (it took 8.5 s when it did)."""
+    import subprocess
+    import sys
+    import time
+
+    from lmcore.__main__ import OBJECTIVES
+    from lmcore.registry import MODEL_TYPES
+
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lmcore", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()}
+    assert not {"torch", "transformers", "numpy"} & imported
+    assert seconds < 5  # 0.05 s on the development machine; generous for a loaded CI runner
+    assert set(OBJECTIVES) == set(MODEL_TYPES)
+    for name, spec in MODEL_TYPES.items():
+        line = next(line for line in done.stdout.splitlines() if line.strip().startswith(name + " "))
+        assert ("causal" in line) == (spec.mlm_cls is None) and ("ELECTRA" in line) == (spec.family == "electra")
+    assert "python -m flows.pretrain --help" in done.stdout

@@ -1,10 +1,13 @@
-"""`LanguageModelingArgs`: every setting of a language-modeling run, in one dataclass.
+"""`LanguageModelingArgs`: every setting of a language-modeling run, in one dataclass; `Settings`, what every
+settings dataclass of the engine shares (checked names, dict / JSON round trips, validation).
 
 Field names follow Simple Transformers (all 115 names of its 0.70.8 `LanguageModelingArgs` exist here), so user
 code and saved `model_args.json` files written for it work unchanged. Each field carries a docstring (the string
 under it). What each Simple Transformers name does here (honoured, inert with a warning, or refused) is listed in
 `lmcore.compat`. Unknown names are rejected at once, with the nearest valid name, whether they arrive as attributes
 (`args.num_train_epoch = 1`), dict keys (`args={"num_train_epoch": 1}`) or constructor keywords.
+`lmcore.classification_args.ClassificationArgs` takes the fields both kinds of run share from here (one definition
+and one docstring per field) and adds its own.
 """
 
 from __future__ import annotations
@@ -35,8 +38,184 @@ class ArgsError(ValueError):
     """Bad settings: the message lists every problem found, one per line."""
 
 
+class Settings:
+    """What every settings dataclass of the engine shares: names checked on every assignment (the nearest valid
+    name suggested), dict and `model_args.json` round trips, and validation that lists every problem at once.
+    Subclasses are dataclasses; `checked_init` makes their constructor check keyword names too."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in type(self).names():
+            raise ArgsError(_unknown_message(type(self), name))
+        object.__setattr__(self, name, value)
+
+    # ---- construction -----------------------------------------------------------------------------------------
+    @classmethod
+    def names(cls) -> frozenset:
+        """Every field name of this settings class."""
+        names = cls.__dict__.get("_names")
+        if names is None:
+            names = frozenset(f.name for f in dataclasses.fields(cls))
+            type.__setattr__(cls, "_names", names)
+        return names
+
+    def update_from_dict(self, values: dict):
+        """Set every field named in `values`; unknown names are reported together, before anything is set."""
+        if not isinstance(values, dict):
+            raise ArgsError(f"args must be a dict of {type(self).__name__} fields, not {type(values).__name__}")
+        unknown = [k for k in values if k not in type(self).names()]
+        if unknown:
+            raise ArgsError("\n".join(_unknown_message(type(self), k) for k in unknown))
+        for key, value in values.items():
+            setattr(self, key, value)
+        return self
+
+    @classmethod
+    def from_any(cls, args):
+        """A copy of `args` (an instance of this class, a dict of fields, or None for defaults)."""
+        if args is None:
+            return cls()
+        if isinstance(args, cls):
+            return dataclasses.replace(args)
+        if isinstance(args, dict):
+            return cls().update_from_dict(args)
+        raise ArgsError(f"args must be a {cls.__name__} or a dict, not {type(args).__name__}")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def changed(self) -> dict:
+        """The fields whose value differs from the default."""
+        default = type(self)()
+        return {k: v for k, v in self.to_dict().items() if not _same(v, getattr(default, k))}
+
+    def for_saving(self) -> dict:
+        """What `model_args.json` holds: every field but `not_saved_args`, as JSON values (a dataset_class by its
+        import path)."""
+        out = {}
+        for k, v in self.to_dict().items():
+            if k in (self.not_saved_args or []):
+                continue
+            if k == "dataset_class" and v is not None:
+                v = f"{v.__module__}.{v.__qualname__}" if isinstance(v, type) else repr(v)
+            out[k] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    def save(self, output_dir: str) -> None:
+        """Write `model_args.json` into `output_dir` (atomically)."""
+        from .atomic import write_text
+
+        os.makedirs(output_dir, exist_ok=True)
+        write_text(os.path.join(output_dir, "model_args.json"), json.dumps(self.for_saving(), indent=2,
+                                                                           sort_keys=True, default=str))
+
+    @classmethod
+    def load(cls, input_dir: str):
+        return cls().update_from_dict(cls.saved_values(input_dir))
+
+    @classmethod
+    def saved_values(cls, input_dir: str) -> dict:
+        """The known fields of `input_dir/model_args.json` ({} when there is none). Names another version wrote
+        that this one does not know are skipped with one log line; a saved dataset_class (an import path) is
+        dropped, since a class cannot be restored from a file."""
+        path = os.path.join(input_dir, "model_args.json")
+        if not os.path.isfile(path):
+            return {}
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ArgsError(f"{path}: cannot be read as JSON ({e})") from None
+        if not isinstance(saved, dict):
+            raise ArgsError(f"{path}: expected a JSON object of settings")
+        skipped = sorted(k for k in saved if k not in cls.names())
+        if skipped:
+            log.info("%s: skipping settings this version does not know: %s", path, ", ".join(skipped))
+        known = {k: v for k, v in saved.items() if k in cls.names() and k != "dataset_class"}
+        for name in ("adam_betas", "adafactor_eps"):
+            if isinstance(known.get(name), list):
+                known[name] = tuple(known[name])
+        return known
+
+    # ---- validation -------------------------------------------------------------------------------------------
+
+    @property
+    def precision(self) -> str:
+        """The mixed-precision mode in effect: `fp16=False` (Simple Transformers' switch) means full fp32."""
+        return "no" if not self.fp16 else self.mixed_precision
+
+    @property
+    def seed(self) -> int:
+        return 42 if self.manual_seed is None else int(self.manual_seed)
+
+    def problems(self) -> list[str]:
+        """Every problem with these settings on their own (model-dependent checks live in the model)."""
+        from .compat import refused_problems
+
+        p = []
+        if self.mixed_precision not in MIXED_PRECISION:
+            p.append(f"mixed_precision={self.mixed_precision!r}: must be one of {', '.join(MIXED_PRECISION)}")
+        if not self.fp16 and self.mixed_precision not in ("auto", "no"):
+            p.append(f"fp16=False asks for full fp32 but mixed_precision={self.mixed_precision!r}: set only one")
+        for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                p.append(f"{name}={getattr(self, name)!r}: must be a positive integer")
+        if self.max_steps is not None and self.max_steps <= 0 and self.num_train_epochs < 1:
+            p.append(f"num_train_epochs={self.num_train_epochs!r}: must be >= 1 when max_steps is not set")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            p.append(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
+        if self.learning_rate <= 0:
+            p.append(f"learning_rate={self.learning_rate!r}: must be positive")
+        if self.max_seq_length < 8:
+            p.append(f"max_seq_length={self.max_seq_length!r}: must be at least 8")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            p.append(f"save_total_limit={self.save_total_limit!r}: must be None or >= 1")
+        for name in [n for n in ("config", "generator_config", "discriminator_config") if n in self.names()]:
+            if not isinstance(getattr(self, name), dict):
+                p.append(f"{name} must be a dict of config fields, not {type(getattr(self, name)).__name__}")
+        if self.evaluate_during_training and self.evaluate_during_training_steps < 1:
+            p.append("evaluate_during_training_steps must be >= 1 when evaluate_during_training is on")
+        if self.scheduler not in SCHEDULERS:
+            p.append(f"scheduler={self.scheduler!r}: must be one of {', '.join(SCHEDULERS)}")
+        if self.optimizer not in OPTIMIZERS:
+            p.append(f"optimizer={self.optimizer!r}: must be one of {', '.join(OPTIMIZERS)} "
+                     "(Adam8bit needs bitsandbytes and a GPU and is not provided)")
+        if self.optimizer == "Adafactor" and self.adafactor_warmup_init and not self.adafactor_relative_step:
+            p.append("adafactor_warmup_init=True needs adafactor_relative_step=True (Adafactor's own rule)")
+        if len(tuple(self.adam_betas)) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
+            p.append(f"adam_betas={self.adam_betas!r}: must be two numbers in [0, 1)")
+        for name in ("text_column", "dataset_split"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                p.append(f"{name}={getattr(self, name)!r}: must be a non-empty string")
+        if self.dataset_config is not None and (not isinstance(self.dataset_config, str) or not self.dataset_config):
+            p.append(f"dataset_config={self.dataset_config!r}: must be None or a configuration name")
+        if self.process_count is not None and (not isinstance(self.process_count, int) or self.process_count < 1):
+            p.append(f"process_count={self.process_count!r}: must be None or a positive integer")
+        if self.thread_count is not None and (not isinstance(self.thread_count, int) or self.thread_count < 1):
+            p.append(f"thread_count={self.thread_count!r}: must be None or a positive integer")
+        if self.early_stopping_patience < 1:
+            p.append(f"early_stopping_patience={self.early_stopping_patience!r}: must be >= 1")
+        if self.encoding is not None:
+            import codecs
+
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                p.append(f"encoding={self.encoding!r}: not a text encoding Python knows")
+        p.extend(_group_problems(self))
+        unknown_unsaved = [k for k in (self.not_saved_args or []) if k not in self.names()]
+        if unknown_unsaved:
+            p.append("not_saved_args names unknown fields: " + ", ".join(map(repr, unknown_unsaved)))
+        p.extend(self.own_problems())
+        p.extend(refused_problems(self))
+        return p
+
+    def own_problems(self) -> list[str]:
+        """The problems of the fields only this settings class has."""
+        return []
+
+
 @dataclass
-class LanguageModelingArgs:
+class LanguageModelingArgs(Settings):
     # ---- data -------------------------------------------------------------------------------------------------
     dataset_type: str = "simple"
     """How the corpus becomes examples: "simple" concatenates every line and cuts the token stream into blocks of
@@ -336,91 +515,6 @@ class LanguageModelingArgs:
     loss_args: dict = field(default_factory=dict)
     """Not provided: see `loss_type`."""
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name not in _field_names():
-            raise ArgsError(_unknown_message(name))
-        object.__setattr__(self, name, value)
-
-    # ---- construction -----------------------------------------------------------------------------------------
-    def update_from_dict(self, values: dict) -> "LanguageModelingArgs":
-        """Set every field named in `values`; unknown names are reported together, before anything is set."""
-        if not isinstance(values, dict):
-            raise ArgsError(f"args must be a dict of LanguageModelingArgs fields, not {type(values).__name__}")
-        unknown = [k for k in values if k not in _field_names()]
-        if unknown:
-            raise ArgsError("\n".join(_unknown_message(k) for k in unknown))
-        for key, value in values.items():
-            setattr(self, key, value)
-        return self
-
-    @classmethod
-    def from_any(cls, args: "LanguageModelingArgs | dict | None") -> "LanguageModelingArgs":
-        """A copy of `args` (a LanguageModelingArgs, a dict of fields, or None for defaults)."""
-        if args is None:
-            return cls()
-        if isinstance(args, cls):
-            return dataclasses.replace(args)
-        if isinstance(args, dict):
-            return cls().update_from_dict(args)
-        raise ArgsError(f"args must be a LanguageModelingArgs or a dict, not {type(args).__name__}")
-
-    def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-    def changed(self) -> dict:
-        """The fields whose value differs from the default."""
-        default = type(self)()
-        return {k: v for k, v in self.to_dict().items() if not _same(v, getattr(default, k))}
-
-    def for_saving(self) -> dict:
-        """What `model_args.json` holds: every field but `not_saved_args`, as JSON values (a dataset_class by its
-        import path)."""
-        out = {}
-        for k, v in self.to_dict().items():
-            if k in (self.not_saved_args or []):
-                continue
-            if k == "dataset_class" and v is not None:
-                v = f"{v.__module__}.{v.__qualname__}" if isinstance(v, type) else repr(v)
-            out[k] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    def save(self, output_dir: str) -> None:
-        """Write `model_args.json` into `output_dir` (atomically)."""
-        from .atomic import write_text
-
-        os.makedirs(output_dir, exist_ok=True)
-        write_text(os.path.join(output_dir, "model_args.json"), json.dumps(self.for_saving(), indent=2,
-                                                                           sort_keys=True, default=str))
-
-    @classmethod
-    def load(cls, input_dir: str) -> "LanguageModelingArgs":
-        return cls().update_from_dict(cls.saved_values(input_dir))
-
-    @staticmethod
-    def saved_values(input_dir: str) -> dict:
-        """The known fields of `input_dir/model_args.json` ({} when there is none). Names another version wrote
-        that this one does not know are skipped with one log line; a saved dataset_class (an import path) is
-        dropped, since a class cannot be restored from a file."""
-        path = os.path.join(input_dir, "model_args.json")
-        if not os.path.isfile(path):
-            return {}
-        try:
-            with open(path) as f:
-                saved = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ArgsError(f"{path}: cannot be read as JSON ({e})") from None
-        if not isinstance(saved, dict):
-            raise ArgsError(f"{path}: expected a JSON object of settings")
-        skipped = sorted(k for k in saved if k not in _field_names())
-        if skipped:
-            log.info("%s: skipping settings this version does not know: %s", path, ", ".join(skipped))
-        known = {k: v for k, v in saved.items() if k in _field_names() and k != "dataset_class"}
-        for name in ("adam_betas", "adafactor_eps"):
-            if isinstance(known.get(name), list):
-                known[name] = tuple(known[name])
-        return known
-
-    # ---- validation -------------------------------------------------------------------------------------------
     @property
     def dataset_kind(self) -> str:
         """`dataset_type` with Simple Transformers' aliases resolved ("None" -> "simple")."""
@@ -429,104 +523,43 @@ class LanguageModelingArgs:
             return "line_by_line"
         return kind
 
-    @property
-    def precision(self) -> str:
-        """The mixed-precision mode in effect: `fp16=False` (Simple Transformers' switch) means full fp32."""
-        return "no" if not self.fp16 else self.mixed_precision
-
-    def problems(self) -> list[str]:
-        """Every problem with these settings on their own (model-dependent checks live in the model)."""
-        from .compat import refused_problems
-
+    def own_problems(self) -> list[str]:
         p = []
         if self.dataset_kind not in DATASET_TYPES:
             p.append(f"dataset_type={self.dataset_type!r}: must be one of {', '.join(DATASET_TYPES)}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            p.append(f"mixed_precision={self.mixed_precision!r}: must be one of {', '.join(MIXED_PRECISION)}")
-        if not self.fp16 and self.mixed_precision not in ("auto", "no"):
-            p.append(f"fp16=False asks for full fp32 but mixed_precision={self.mixed_precision!r}: set only one")
-        for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                p.append(f"{name}={getattr(self, name)!r}: must be a positive integer")
-        if self.max_steps is not None and self.max_steps <= 0 and self.num_train_epochs < 1:
-            p.append(f"num_train_epochs={self.num_train_epochs!r}: must be >= 1 when max_steps is not set")
         if not 0.0 < self.mlm_probability < 1.0:
             p.append(f"mlm_probability={self.mlm_probability!r}: must be between 0 and 1")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            p.append(f"warmup_ratio={self.warmup_ratio!r}: must be in [0, 1)")
-        if self.learning_rate <= 0:
-            p.append(f"learning_rate={self.learning_rate!r}: must be positive")
         if self.block_size != -1 and self.block_size < 8:
             p.append(f"block_size={self.block_size!r}: must be -1 (use max_seq_length) or at least 8")
-        if self.max_seq_length < 8:
-            p.append(f"max_seq_length={self.max_seq_length!r}: must be at least 8")
         if self.vocab_size is not None and self.vocab_size < 16:
             p.append(f"vocab_size={self.vocab_size!r}: must be at least 16")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            p.append(f"save_total_limit={self.save_total_limit!r}: must be None or >= 1")
-        for name in ("config", "generator_config", "discriminator_config"):
-            if not isinstance(getattr(self, name), dict):
-                p.append(f"{name} must be a dict of config fields, not {type(getattr(self, name)).__name__}")
-        if self.evaluate_during_training and self.evaluate_during_training_steps < 1:
-            p.append("evaluate_during_training_steps must be >= 1 when evaluate_during_training is on")
-        if self.scheduler not in SCHEDULERS:
-            p.append(f"scheduler={self.scheduler!r}: must be one of {', '.join(SCHEDULERS)}")
-        if self.optimizer not in OPTIMIZERS:
-            p.append(f"optimizer={self.optimizer!r}: must be one of {', '.join(OPTIMIZERS)} "
-                     "(Adam8bit needs bitsandbytes and a GPU and is not provided)")
-        if self.optimizer == "Adafactor" and self.adafactor_warmup_init and not self.adafactor_relative_step:
-            p.append("adafactor_warmup_init=True needs adafactor_relative_step=True (Adafactor's own rule)")
-        if len(tuple(self.adam_betas)) != 2 or not all(0.0 <= b < 1.0 for b in self.adam_betas):
-            p.append(f"adam_betas={self.adam_betas!r}: must be two numbers in [0, 1)")
         if not (isinstance(self.stride, (int, float)) and 0.0 < self.stride <= 1.0):
             p.append(f"stride={self.stride!r}: must be in (0, 1] (a share of the window)")
         if self.use_hf_datasets and self.data_format not in DATA_FORMATS:
             p.append(f"data_format={self.data_format!r}: must be one of {', '.join(DATA_FORMATS)}")
-        for name in ("text_column", "dataset_split"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                p.append(f"{name}={getattr(self, name)!r}: must be a non-empty string")
-        if self.dataset_config is not None and (not isinstance(self.dataset_config, str) or not self.dataset_config):
-            p.append(f"dataset_config={self.dataset_config!r}: must be None or a configuration name")
-        if self.process_count is not None and (not isinstance(self.process_count, int) or self.process_count < 1):
-            p.append(f"process_count={self.process_count!r}: must be None or a positive integer")
-        if self.thread_count is not None and (not isinstance(self.thread_count, int) or self.thread_count < 1):
-            p.append(f"thread_count={self.thread_count!r}: must be None or a positive integer")
-        if self.early_stopping_patience < 1:
-            p.append(f"early_stopping_patience={self.early_stopping_patience!r}: must be >= 1")
-        if self.encoding is not None:
-            import codecs
-
-            try:
-                codecs.lookup(self.encoding)
-            except LookupError:
-                p.append(f"encoding={self.encoding!r}: not a text encoding Python knows")
-        p.extend(_group_problems(self))
-        unknown_unsaved = [k for k in (self.not_saved_args or []) if k not in _field_names()]
-        if unknown_unsaved:
-            p.append("not_saved_args names unknown fields: " + ", ".join(map(repr, unknown_unsaved)))
-        p.extend(refused_problems(self))
         return p
 
-    @property
-    def seed(self) -> int:
-        return 42 if self.manual_seed is None else int(self.manual_seed)
+
+def checked_init(cls: type) -> type:
+    """Make `cls(...)` reject unknown keyword names (with the nearest valid one) before the dataclass's own
+    constructor runs."""
+    generated = cls.__init__
+
+    def __init__(self, *args, **kwargs):
+        unknown = [k for k in kwargs if k not in cls.names()]
+        if unknown:
+            raise ArgsError("\n".join(_unknown_message(cls, k) for k in unknown))
+        generated(self, *args, **kwargs)
+
+    __init__.__doc__ = generated.__doc__
+    cls.__init__ = __init__
+    return cls
 
 
-
-_generated_init = LanguageModelingArgs.__init__
-
-
-def _checked_init(self, *args, **kwargs):
-    unknown = [k for k in kwargs if k not in _field_names()]
-    if unknown:
-        raise ArgsError("\n".join(_unknown_message(k) for k in unknown))
-    _generated_init(self, *args, **kwargs)
+checked_init(LanguageModelingArgs)
 
 
-_checked_init.__doc__ = _generated_init.__doc__
-LanguageModelingArgs.__init__ = _checked_init
-
-def _group_problems(args: LanguageModelingArgs) -> list[str]:
+def _group_problems(args: Settings) -> list[str]:
     p = []
     for i, group in enumerate(args.custom_parameter_groups or []):
         if not isinstance(group, dict) or not isinstance(group.get("params"), (list, tuple)):
@@ -546,31 +579,24 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _field_names() -> frozenset:
-    names = getattr(LanguageModelingArgs, "_names", None)
-    if names is None:
-        names = frozenset(f.name for f in dataclasses.fields(LanguageModelingArgs))
-        type.__setattr__(LanguageModelingArgs, "_names", names)
-    return names
-
-
 def field_names() -> frozenset:
     """Every field name of LanguageModelingArgs."""
-    return _field_names()
+    return LanguageModelingArgs.names()
 
 
-def _unknown_message(name: str) -> str:
-    close = difflib.get_close_matches(name, sorted(_field_names()), n=1, cutoff=0.6)
+def _unknown_message(cls: type, name: str) -> str:
+    close = difflib.get_close_matches(name, sorted(cls.names()), n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown LanguageModelingArgs field {name!r}{hint}"
+    return f"unknown {cls.__name__} field {name!r}{hint}"
 
 
-def field_docs() -> dict[str, str]:
-    """Field name -> its docstring, read from this module's source (for --help texts and the docs)."""
+def field_docs(cls: type | None = None) -> dict[str, str]:
+    """Field name -> its docstring, read from the source of `cls` (default LanguageModelingArgs), for --help
+    texts and the docs."""
     import ast
     import inspect
 
-    tree = ast.parse(inspect.getsource(LanguageModelingArgs))
+    tree = ast.parse(inspect.getsource(cls or LanguageModelingArgs))
     body = tree.body[0].body
     docs = {}
     for node, nxt in zip(body, body[1:]):

@@ -24,21 +24,26 @@ from tasks.corpus import (corpus_ready, describe_corpus, engine_args, fingerprin
                           reading_args)
 from tasks.evaluate import evaluate
 from tasks.inputs import check_parameters
+from tasks.presets import PresetName, effective_args, settle
 from tasks.pretrain import pretrain as pretrain_task
 from tasks.registry import fetch_champion, find_champion, promote, register
 
 
 @flow(name="finetune")
-def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_fraction: float = 0.05,
-             nproc_per_node: int = 1, experiment: str = "finetune", force: bool = False) -> dict:
+def finetune(corpus_dir: str, register_as: str, args: dict | None = None, preset: PresetName = "demo",
+             eval_fraction: float = 0.05, nproc_per_node: int = 1, experiment: str = "finetune", force: bool = False) -> dict:
     """Fine-tune `register_as`@champion on `corpus_dir`; the new version becomes champion only if its perplexity
-    on the eval split is lower. force: train even when the folder has not changed since the last run."""
+    on the eval split is lower. force: train even when the folder has not changed since the last run.
+    args: LanguageModelingArgs fields over the continuing settings of `preset` (tasks/presets.py; none: the
+    engine's defaults)."""
     with tracking.flow_parent_run(experiment, {"stage": "finetune", "registered_model": register_as}) as run_id:
         incoming = fingerprint_corpus(corpus_dir)
         if incoming["empty"]:
             tracking.set_tags(run_id, {"outcome": "nothing new"})
             return {"mlflow_run_id": run_id, "trained": False, "reason": "corpus_dir is empty"}
-        args = check_parameters(corpus_dir, dict(args or {}), nproc_per_node)
+        given = args
+        args = check_parameters(corpus_dir, effective_args(preset, given, None, from_saved=True)[0],
+                                nproc_per_node)
         champion = find_champion(register_as)
         if incoming["hash"] == champion["last_corpus_hash"] and not force:
             logger().info("Nothing new in %s since the last fine-tuning of %s (content %s): not training",
@@ -47,6 +52,7 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, eval_f
             return {"mlflow_run_id": run_id, "trained": False, "reason": "nothing new in corpus_dir"}
         local = fetch_champion(champion)
         model_type = local["model_type"]
+        args = check_parameters(None, settle(preset, given, model_type, from_saved=True, run_id=run_id))
         tracking.log_params(run_id, {"model_type": model_type, "champion_version": champion["version"],
                                      "nproc_per_node": nproc_per_node, "eval_fraction": eval_fraction, "args": args,
                                      "corpus_hash": incoming["hash"]})
@@ -81,14 +87,16 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m flows.finetune", description=finetune.description)
     p.add_argument("--corpus-dir", required=True)
     p.add_argument("--register-as", required=True)
-    p.add_argument("--args", default="{}", type=json.loads, help="LanguageModelingArgs fields as JSON")
+    p.add_argument("--args", default="{}", type=json.loads,
+                   help="LanguageModelingArgs fields as JSON, merged over the preset's")
+    p.add_argument("--preset", default="demo", help="named settings args go over: demo, small, base, none")
     p.add_argument("--eval-fraction", type=float, default=0.05)
     p.add_argument("--nproc-per-node", type=int, default=1)
     p.add_argument("--experiment", default="finetune")
     p.add_argument("--force", action="store_true")
     ns = p.parse_args(argv)
     with use_running_server_or_temporary():
-        out = finetune(corpus_dir=ns.corpus_dir, register_as=ns.register_as, args=ns.args,
+        out = finetune(corpus_dir=ns.corpus_dir, register_as=ns.register_as, args=ns.args, preset=ns.preset,
                        eval_fraction=ns.eval_fraction, nproc_per_node=ns.nproc_per_node, experiment=ns.experiment,
                        force=ns.force)
     print(json.dumps(out, default=str))

@@ -21,6 +21,7 @@ from tasks.corpus import (corpus_ready, describe_corpus, engine_args, prepare_co
                           tokenizer_key)
 from tasks.evaluate import evaluate
 from tasks.inputs import ModelType, check_parameters, default_model_name
+from tasks.presets import PresetName, settle
 from tasks.pretrain import NODE_DEPLOYMENT
 from tasks.pretrain import pretrain as pretrain_task
 from tasks.registry import register
@@ -29,16 +30,17 @@ from tasks.tokenizer import tokenizer_ready, train_tokenizer
 
 @flow(name="pretrain")
 def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name: str | None = None,
-             args: dict | None = None, eval_corpus: str | list[str] | None = None, eval_fraction: float = 0.05,
-             nproc_per_node: int = 1, experiment: str = "pretrain", register_as: str | None = None,
-             generator_name: str | None = None, discriminator_name: str | None = None,
+             args: dict | None = None, preset: PresetName = "demo", eval_corpus: str | list[str] | None = None,
+             eval_fraction: float = 0.05, nproc_per_node: int = 1, experiment: str = "pretrain",
+             register_as: str | None = None, generator_name: str | None = None, discriminator_name: str | None = None,
              refresh: bool = False, from_scratch: bool | None = None, nnodes: int | str = 1,
              max_restarts: int = 0, rdzv_endpoint: str | None = None, rdzv_timeout: int = 600,
              node_deployment: str = NODE_DEPLOYMENT) -> dict:
     """Train a language model from scratch (model_name=None) or from a saved one, on `corpus`, and evaluate it.
 
-    args: LanguageModelingArgs fields. eval_corpus: what perplexity is measured on (default: a hash-chosen
-    eval_fraction of `corpus`, never trained on). register_as: registered model name (default
+    args: LanguageModelingArgs fields, merged key by key (config dicts too) over the named settings of `preset`
+    (tasks/presets.py: demo, small, base; none: the engine's defaults). eval_corpus: what perplexity is measured
+    on (default: a hash-chosen eval_fraction of `corpus`, never trained on). register_as: registered model name (default
     <corpus name>-<model type>; ELECTRA registers <register_as>-generator and <register_as>-discriminator).
     refresh: redo corpus preparation and tokenizer training even when cached. from_scratch: true refuses a saved
     model to start from, false requires one (model_name, or generator_name and discriminator_name).
@@ -51,7 +53,8 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
     with tracking.flow_parent_run(experiment, {"model_type": model_type, "stage": "pretrain"}) as run_id:
         nodes = {"nnodes": nnodes, "max_restarts": max_restarts, "rdzv_endpoint": rdzv_endpoint,
                  "rdzv_timeout": rdzv_timeout}
-        args = check_parameters(corpus, dict(args or {}), nproc_per_node, eval_corpus, model_name, from_scratch,
+        args = settle(preset, args, model_type, from_saved=bool(starts_from), run_id=run_id)
+        args = check_parameters(corpus, args, nproc_per_node, eval_corpus, model_name, from_scratch,
                                 starts_from, nodes=nodes)
         register_as = register_as or default_model_name(corpus, model_type)
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name, "nproc_per_node":
@@ -99,7 +102,9 @@ def main(argv=None) -> None:
     p.add_argument("--corpus", required=True, nargs="+")
     p.add_argument("--model-type", default="bert")
     p.add_argument("--model-name", type=none_if_empty)
-    p.add_argument("--args", default="{}", type=json.loads, help="LanguageModelingArgs fields as JSON")
+    p.add_argument("--args", default="{}", type=json.loads,
+                   help="LanguageModelingArgs fields as JSON, merged over the preset's")
+    p.add_argument("--preset", default="demo", help="named settings args go over: demo, small, base, none")
     p.add_argument("--eval-corpus", nargs="*", help="default: a split of the corpus")
     p.add_argument("--eval-fraction", type=float, default=0.05)
     p.add_argument("--nproc-per-node", type=int, default=1)
@@ -115,7 +120,7 @@ def main(argv=None) -> None:
     eval_corpus = [c for c in ns.eval_corpus or [] if c] or None
     with use_running_server_or_temporary():
         out = pretrain(corpus=ns.corpus, model_type=ns.model_type, model_name=ns.model_name, args=ns.args,
-                       eval_corpus=eval_corpus, eval_fraction=ns.eval_fraction,
+                       preset=ns.preset, eval_corpus=eval_corpus, eval_fraction=ns.eval_fraction,
                        nproc_per_node=ns.nproc_per_node, experiment=ns.experiment, register_as=ns.register_as,
                        refresh=ns.refresh, nnodes=int(ns.nnodes) if ns.nnodes.isdigit() else ns.nnodes,
                        max_restarts=ns.max_restarts, rdzv_endpoint=ns.rdzv_endpoint,

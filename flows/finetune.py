@@ -22,8 +22,10 @@ from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
 from tasks.corpus import (corpus_ready, describe_corpus, engine_args, fingerprint_corpus, prepare_corpus,
                           reading_args)
+from tasks.downstream import champion_downstream
+from tasks.downstream import downstream as downstream_task
 from tasks.evaluate import evaluate
-from tasks.inputs import check_parameters
+from tasks.inputs import PROMOTE_ON, check_downstream, check_parameters
 from tasks.presets import PresetName, effective_args, settle
 from tasks.pretrain import pretrain as pretrain_task
 from tasks.registry import fetch_champion, find_champion, promote, register
@@ -31,11 +33,15 @@ from tasks.registry import fetch_champion, find_champion, promote, register
 
 @flow(name="finetune")
 def finetune(corpus_dir: str, register_as: str, args: dict | None = None, preset: PresetName = "demo",
-             eval_fraction: float = 0.05, nproc_per_node: int = 1, experiment: str = "finetune", force: bool = False) -> dict:
+             eval_fraction: float = 0.05, nproc_per_node: int = 1, experiment: str = "finetune", force: bool = False,
+             downstream: str | list | dict | None = None, downstream_seeds: int = 3,
+             downstream_learning_rates: list[float] | None = None, promote_on: str = PROMOTE_ON) -> dict:
     """Fine-tune `register_as`@champion on `corpus_dir`; the new version becomes champion only if its perplexity
     on the eval split is lower. force: train even when the folder has not changed since the last run.
-    args: LanguageModelingArgs fields over the continuing settings of `preset` (tasks/presets.py; none: the
-    engine's defaults)."""
+    downstream (labelled tasks, as for pretrain): the new model is fine-tuned on them too, its figures logged and
+    put on its registered version. promote_on: "perplexity", or a downstream metric (downstream.<task>.accuracy,
+    .f1, .mcc): promoted only when its mean beats the champion's by more than their pooled standard deviation
+    (the champion's figures reused from its version when measured alike, else measured in this run)."""
     with tracking.flow_parent_run(experiment, {"stage": "finetune", "registered_model": register_as}) as run_id:
         incoming = fingerprint_corpus(corpus_dir)
         if incoming["empty"]:
@@ -44,6 +50,7 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, preset
         given = args
         args = check_parameters(corpus_dir, effective_args(preset, given, None, from_saved=True)[0],
                                 nproc_per_node)
+        tasks = check_downstream(downstream, downstream_seeds, downstream_learning_rates, promote_on)
         champion = find_champion(register_as)
         if incoming["hash"] == champion["last_corpus_hash"] and not force:
             logger().info("Nothing new in %s since the last fine-tuning of %s (content %s): not training",
@@ -69,18 +76,23 @@ def finetune(corpus_dir: str, register_as: str, args: dict | None = None, preset
                                 parent_run_id=run_id)
         new = evaluate(model_type, trained["output_dir"], prep["eval_file"], args=args, label="challenger",
                        nproc_per_node=nproc_per_node, parent_run_id=run_id, prefix="challenger_")
+        scored = downstream_task(model_type, trained["output_dir"], tasks, downstream_seeds, downstream_learning_rates,
+                                 parent_run_id=run_id, label="challenger") if tasks else {"figures": {}, "tags": {}}
+        held = champion_downstream(champion, model_type, local["folder"], tasks, downstream_seeds,
+                                   downstream_learning_rates, parent_run_id=run_id) if promote_on != PROMOTE_ON else None
         registered = register(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
                               tags={"corpus_hash": incoming["hash"], "fine_tuned_from": champion["version"]},
-                              parent_run_id=run_id, first_is_champion=False)
+                              parent_run_id=run_id, first_is_champion=False, version_tags=scored["tags"])
         decision = promote(champion, registered["versions"], old["perplexity"], new["perplexity"],
-                           corpus_hash=incoming["hash"], parent_run_id=run_id)
+                           corpus_hash=incoming["hash"], parent_run_id=run_id, promote_on=promote_on,
+                           champion_downstream=held, challenger_downstream=scored["figures"])
     versions = registered["versions"]
     version = versions[champion["holder"]]
     return {"mlflow_run_id": run_id, "trained": True, "promoted": decision["promoted"],
             "champion_perplexity": old["perplexity"], "challenger_perplexity": new["perplexity"],
             "version": version, "champion_version": version if decision["promoted"] else champion["version"],
             "versions": versions, "champion_versions": decision["champion_versions"],
-            "decision": decision["decision"]}
+            "decision": decision["decision"], "downstream": scored["figures"], "champion_downstream": held}
 
 
 def main(argv=None) -> None:
@@ -94,11 +106,16 @@ def main(argv=None) -> None:
     p.add_argument("--nproc-per-node", type=int, default=1)
     p.add_argument("--experiment", default="finetune")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--downstream", nargs="*", help="labelled files or folders (rotten_tomatoes: the demo task)")
+    p.add_argument("--downstream-seeds", type=int, default=3)
+    p.add_argument("--downstream-learning-rates", type=float, nargs="*")
+    p.add_argument("--promote-on", default=PROMOTE_ON, help="perplexity, or downstream.<task>.<accuracy|f1|mcc>")
     ns = p.parse_args(argv)
     with use_running_server_or_temporary():
         out = finetune(corpus_dir=ns.corpus_dir, register_as=ns.register_as, args=ns.args, preset=ns.preset,
                        eval_fraction=ns.eval_fraction, nproc_per_node=ns.nproc_per_node, experiment=ns.experiment,
-                       force=ns.force)
+                       force=ns.force, downstream=ns.downstream or None, downstream_seeds=ns.downstream_seeds,
+                       downstream_learning_rates=ns.downstream_learning_rates or None, promote_on=ns.promote_on)
     print(json.dumps(out, default=str))
 
 

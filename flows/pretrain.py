@@ -19,8 +19,9 @@ from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
 from tasks.corpus import (corpus_ready, describe_corpus, engine_args, prepare_corpus, reading_args,
                           tokenizer_key)
+from tasks.downstream import downstream as downstream_task
 from tasks.evaluate import evaluate
-from tasks.inputs import ModelType, check_parameters, default_model_name
+from tasks.inputs import ModelType, check_downstream, check_parameters, default_model_name
 from tasks.presets import PresetName, settle
 from tasks.pretrain import NODE_DEPLOYMENT
 from tasks.pretrain import pretrain as pretrain_task
@@ -35,7 +36,8 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
              register_as: str | None = None, generator_name: str | None = None, discriminator_name: str | None = None,
              refresh: bool = False, from_scratch: bool | None = None, nnodes: int | str = 1,
              max_restarts: int = 0, rdzv_endpoint: str | None = None, rdzv_timeout: int = 600,
-             node_deployment: str = NODE_DEPLOYMENT) -> dict:
+             node_deployment: str = NODE_DEPLOYMENT, downstream: str | list | dict | None = None,
+             downstream_seeds: int = 3, downstream_learning_rates: list[float] | None = None) -> dict:
     """Train a language model from scratch (model_name=None) or from a saved one, on `corpus`, and evaluate it.
 
     args: LanguageModelingArgs fields, merged key by key (config dicts too) over the named settings of `preset`
@@ -47,7 +49,10 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
     nnodes: machines to train on (a count, or an elastic "MIN:MAX"), each running nproc_per_node processes: one
     job per node through node_deployment, whose workers sit on those machines; PIPELINE_HOME must be shared.
     max_restarts: torchrun's restarts of a node's processes after a crash. rdzv_endpoint: HOST:PORT of the
-    rendezvous (None: the first node publishes its own); rdzv_timeout: seconds to wait for every node."""
+    rendezvous (None: the first node publishes its own); rdzv_timeout: seconds to wait for every node.
+    downstream: labelled files or folders (a path, a list, or mappings {"path", "label_column", "test", ...};
+    "rotten_tomatoes" is the bundled demo task) the trained model (ELECTRA: its discriminator) is fine-tuned on,
+    downstream_seeds times at each of downstream_learning_rates, beside random initialisation (tasks/downstream.py)."""
     starts_from = tuple(k for k, v in (("model_name", model_name), ("generator_name", generator_name),
                                        ("discriminator_name", discriminator_name)) if v)
     with tracking.flow_parent_run(experiment, {"model_type": model_type, "stage": "pretrain"}) as run_id:
@@ -56,6 +61,7 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
         args = settle(preset, args, model_type, from_saved=bool(starts_from), run_id=run_id)
         args = check_parameters(corpus, args, nproc_per_node, eval_corpus, model_name, from_scratch,
                                 starts_from, nodes=nodes)
+        tasks = check_downstream(downstream, downstream_seeds, downstream_learning_rates)
         register_as = register_as or default_model_name(corpus, model_type)
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name, "nproc_per_node":
                                      nproc_per_node, "eval_fraction": eval_fraction, "register_as": register_as,
@@ -89,10 +95,13 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
         metrics = evaluate(model_type, trained["output_dir"], prep["eval_file"], args=args,
                            label=f"{model_type} {flow_run.name or ''}".strip(), nproc_per_node=nproc_per_node,
                            parent_run_id=run_id)
+        scored = downstream_task(model_type, trained["output_dir"], tasks, downstream_seeds, downstream_learning_rates,
+                                 parent_run_id=run_id) if tasks else {"figures": {}, "tags": {}}
         registered = register(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
                               tags={"corpus_key": prep["key"], "prefect_flow_run_id": flow_run.id},
-                              parent_run_id=run_id)
-    return {"mlflow_run_id": run_id, "metrics": metrics, "output_dir": trained["output_dir"], "corpus": prep,
+                              parent_run_id=run_id, version_tags=scored["tags"])
+    return {"mlflow_run_id": run_id, "metrics": metrics, "downstream": scored["figures"],
+            "output_dir": trained["output_dir"], "corpus": prep,
             "tokenizer_dir": tokenizer_dir, "cached": {"prepare_corpus": prep_cached, "train_tokenizer": tok_cached},
             "registered": registered}
 
@@ -116,6 +125,9 @@ def main(argv=None) -> None:
     p.add_argument("--rdzv-endpoint", type=none_if_empty, help="HOST:PORT (default: the first node publishes its own)")
     p.add_argument("--rdzv-timeout", type=int, default=600)
     p.add_argument("--node-deployment", default=NODE_DEPLOYMENT)
+    p.add_argument("--downstream", nargs="*", help="labelled files or folders (rotten_tomatoes: the demo task)")
+    p.add_argument("--downstream-seeds", type=int, default=3)
+    p.add_argument("--downstream-learning-rates", type=float, nargs="*")
     ns = p.parse_args(argv)
     eval_corpus = [c for c in ns.eval_corpus or [] if c] or None
     with use_running_server_or_temporary():
@@ -124,7 +136,9 @@ def main(argv=None) -> None:
                        nproc_per_node=ns.nproc_per_node, experiment=ns.experiment, register_as=ns.register_as,
                        refresh=ns.refresh, nnodes=int(ns.nnodes) if ns.nnodes.isdigit() else ns.nnodes,
                        max_restarts=ns.max_restarts, rdzv_endpoint=ns.rdzv_endpoint,
-                       rdzv_timeout=ns.rdzv_timeout, node_deployment=ns.node_deployment)
+                       rdzv_timeout=ns.rdzv_timeout, node_deployment=ns.node_deployment,
+                       downstream=ns.downstream or None, downstream_seeds=ns.downstream_seeds,
+                       downstream_learning_rates=ns.downstream_learning_rates or None)
     print(json.dumps(out["metrics"]))
 
 

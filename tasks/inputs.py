@@ -119,3 +119,53 @@ def default_model_name(corpus, model_type: str) -> str:
     a model trained on one corpus never becomes a version of another corpus's model."""
     name = re.sub(r"[^a-z0-9]+", "-", f"{corpus_name(corpus)}-{model_type}".lower()).strip("-")
     return name or f"corpus-{model_type}"
+
+
+PROMOTE_ON = "perplexity"
+"""The finetune flow's default promote_on; else a downstream metric downstream.<task>.<accuracy|f1|mcc>."""
+
+
+def check_downstream(downstream, seeds: int = 3, learning_rates=None, promote_on: str = PROMOTE_ON) -> list:
+    """The `downstream` parameter (None, a path, a list of paths or mappings {"path", settings...}; the name
+    `rotten_tomatoes` for the bundled default task) checked before any work: every labelled file is read, its
+    columns found, its labels and splits checked (lmcore.downstream.load_task names the file and column of each
+    problem). Returns the entries as the downstream task takes them; problems of every parameter at once."""
+    from lmcore.downstream import LabelledDataError, TaskSpec, load_task
+
+    from .labelled import resolve_entry
+
+    problems, entries, names = [], [], []
+    if downstream is not None and not isinstance(downstream, (str, dict, list, tuple)):
+        problems.append(f"downstream={downstream!r}: a labelled file or folder, a list of them, or mappings "
+                        "{\"path\": ..., \"label_column\": ...}")
+        downstream = None
+    raw = [] if downstream is None else [downstream] if isinstance(downstream, (str, dict)) else list(downstream)
+    for entry in raw:
+        try:
+            entry = resolve_entry(entry)
+            task = load_task(TaskSpec.from_entry(entry))
+        except (LabelledDataError, FileNotFoundError) as e:
+            problems.append(f"downstream: {e}")
+            continue
+        if task.name in names:
+            problems.append(f"downstream: two tasks named {task.name!r}; give one a `name`")
+        names.append(task.name)
+        entries.append(entry if isinstance(entry, dict) else {"path": str(entry)})
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= 100:
+        problems.append(f"downstream_seeds={seeds!r}: must be an integer from 1 to 100")
+    if learning_rates is not None:
+        rates = learning_rates if isinstance(learning_rates, (list, tuple)) else [learning_rates]
+        if not rates or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and 0 < r < 1
+                                for r in rates):
+            problems.append(f"downstream_learning_rates={learning_rates!r}: a list of learning rates, each "
+                            "between 0 and 1")
+    if promote_on != PROMOTE_ON:
+        metric = re.fullmatch(r"downstream\.(.+)\.(accuracy|f1|mcc)", str(promote_on))
+        if not metric:
+            problems.append(f"promote_on={promote_on!r}: {PROMOTE_ON!r} or downstream.<task>.<accuracy|f1|mcc>")
+        elif metric.group(1) not in names:
+            problems.append(f"promote_on={promote_on!r}: task {metric.group(1)!r} is not in downstream "
+                            f"({', '.join(names) or 'none given'})")
+    if problems:
+        raise ArgsError("invalid parameters:\n  " + "\n  ".join(problems))
+    return entries

@@ -79,6 +79,35 @@ def find_champion(register_as: str) -> dict:
             "holder": holder, "last_corpus_hash": c.get_registered_model(holder).tags.get(CORPUS_TAG)}
 
 
+@task(name="find_version", cache_policy=NO_CACHE)
+def find_version(model: str, version: str | int | None = None, alias: str | None = None) -> dict:
+    """A registered version, in find_champion's shape (fetch_champion fetches it): `model` names a registered
+    model or an ELECTRA pair (<model>-generator + <model>-discriminator: the discriminator's version, and the
+    generator logged by the same run); `version` a number, else `alias` (default: champion)."""
+    from mlflow.exceptions import MlflowException
+
+    c = tracking.client()
+    pair = not _registered(model) and all(_registered(n) for n in pair_names(model))
+    if not pair and not _registered(model):
+        raise ValueError(f"model={model!r}: no model registered under that name (nor an ELECTRA pair "
+                         f"{' + '.join(pair_names(model))})")
+    holder = pair_names(model)[1] if pair else model
+    try:
+        mv = (c.get_model_version(holder, str(version)) if version is not None
+              else c.get_model_version_by_alias(holder, alias or CHAMPION))
+    except MlflowException as e:
+        raise ValueError(f"model={model!r}: no version {version if version is not None else repr(alias or CHAMPION)}"
+                         f" of {holder!r} ({e})") from None
+    versions = {holder: str(mv.version)}
+    if pair:
+        gen = [v for v in c.search_model_versions(f"name='{pair_names(model)[0]}'") if v.run_id == mv.run_id]
+        if not gen:
+            raise ValueError(f"model={model!r}: {holder} v{mv.version} has no generator version from its run")
+        versions = {gen[0].name: str(gen[0].version), **versions}
+    return {"name": model, "pair": pair, "versions": versions, "version": str(mv.version), "holder": holder,
+            "last_corpus_hash": None}
+
+
 @task(name="fetch_champion", cache_policy=NO_CACHE)
 def fetch_champion(champion: dict) -> dict:
     """The champion as a local folder the engine trains and evaluates from (written once per version):
@@ -99,16 +128,17 @@ def fetch_champion(champion: dict) -> dict:
             tracking.use_store()
             replace_folder(folder, lambda tmp: save_model_folder(f"models:/{name}/{version}", tmp))
         model_type = model_type_of(folder)
-    logger().info("%s@%s: %s in %s", champion["name"], CHAMPION, _versions(versions), folder)
+    logger().info("%s: %s in %s", champion["name"], _versions(versions), folder)
     return {"folder": str(folder), "model_type": model_type}
 
 
 @task(name="register", cache_policy=NO_CACHE)
 def register(model_type: str, output_dir: str, register_as: str | None, mlm: bool = True, tags: dict | None = None,
-             parent_run_id: str | None = None, first_is_champion: bool = True) -> dict:
+             parent_run_id: str | None = None, first_is_champion: bool = True,
+             version_tags: dict | None = None) -> dict:
     """Log the trained model on its own child run and register it as `register_as` (an ELECTRA pair as
     <register_as>-generator and <register_as>-discriminator). The first version of a name becomes its champion
-    when `first_is_champion`. Returns {"run_id", "versions": {registered name: version}} plus "name"/"version"
+    when `first_is_champion`. `version_tags` (the downstream figures) go on each registered version. Returns {"run_id", "versions": {registered name: version}} plus "name"/"version"
     for a single model and "generator"/"discriminator" for a pair."""
     parts = pair_parts(output_dir)
     with tracking.child_run(parent_run_id, "register") as run_id:
@@ -128,7 +158,8 @@ def register(model_type: str, output_dir: str, register_as: str | None, mlm: boo
         for part, mv in logged.items():
             if mv is None:
                 continue
-            tracking.client().set_model_version_tag(mv.name, mv.version, "model_type", model_type)
+            for key, value in {"model_type": model_type, **(version_tags or {})}.items():
+                tracking.client().set_model_version_tag(mv.name, mv.version, key, str(value))
             entry = {"name": mv.name, "version": str(mv.version)}
             out["versions"][mv.name] = entry["version"]
             if part == "model":
@@ -146,29 +177,74 @@ def register(model_type: str, output_dir: str, register_as: str | None, mlm: boo
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote(champion: dict, challenger_versions: dict[str, str], champion_perplexity: float,
-            challenger_perplexity: float, corpus_hash: str | None = None, parent_run_id: str | None = None) -> dict:
-    """The challenger gets the alias `challenger`, and `champion` too when its perplexity is strictly lower (a
-    pair's two aliases move together); the corpus it was trained on is remembered on the registered model. The
-    decision and both figures go into the run log and onto the parent run."""
+            challenger_perplexity: float, corpus_hash: str | None = None, parent_run_id: str | None = None,
+            promote_on: str = "perplexity", champion_downstream: dict | None = None,
+            challenger_downstream: dict | None = None) -> dict:
+    """The challenger gets the alias `challenger`, and `champion` too when it is better (a pair's two aliases move
+    together); the corpus it was trained on is remembered on the registered model. Better: a strictly lower
+    perplexity, or with promote_on a downstream metric (downstream.<task>.accuracy, ...) a mean above the
+    champion's by more than their pooled standard deviation (`downstream_decision`). The decision and the figures
+    go into the run log and onto the parent run."""
     c = tracking.client()
     for name, version in challenger_versions.items():
         c.set_registered_model_alias(name, CHALLENGER, version)
     promoted = challenger_perplexity < champion_perplexity
+    on_downstream = ""
+    if promote_on != "perplexity":
+        promoted, on_downstream = downstream_decision(promote_on, champion_downstream or {},
+                                                      challenger_downstream or {})
     if promoted:
         for name, version in challenger_versions.items():
             c.set_registered_model_alias(name, CHAMPION, version)
     if corpus_hash:
         c.set_registered_model_tag(champion["holder"], CORPUS_TAG, corpus_hash)
     new, old = _versions(challenger_versions), _versions(champion["versions"])
-    decision = (f"{new} perplexity {challenger_perplexity:.4f} vs {CHAMPION} {old} {champion_perplexity:.4f}: "
+    decision = (f"{new} perplexity {challenger_perplexity:.4f} vs {CHAMPION} {old} {champion_perplexity:.4f}"
+                + (f"; promote_on {on_downstream}" if on_downstream else "") + ": "
                 + (f"promoted to {CHAMPION}" if promoted else f"not better, {CHAMPION} stays {old}"))
     logger().info("%s", decision)
     tracking.log_metrics(parent_run_id, {"perplexity": challenger_perplexity})
     tracking.set_tags(parent_run_id, {"decision": "promoted" if promoted else "kept champion",
-                                      "decision_detail": decision, "outcome": "trained"})
+                                      "decision_detail": decision, "outcome": "trained", "promote_on": promote_on})
     return {"promoted": promoted, "decision": decision,
             "champion_versions": dict(challenger_versions) if promoted else dict(champion["versions"])}
 
 
 def _versions(versions: dict[str, str]) -> str:
     return " + ".join(f"{name} v{version}" for name, version in versions.items())
+
+
+def downstream_decision(metric: str, champion: dict, challenger: dict) -> tuple[bool, str]:
+    """Promote on a downstream metric (`downstream.<task>.accuracy`, `.f1`, `.mcc`; higher is better): only when
+    the challenger's mean over seeds beats the champion's by more than their pooled standard deviation, so a
+    difference within seed noise keeps the champion. Returns (promoted, the reason with every figure)."""
+    from lmcore.downstream import pooled_std
+
+    missing = [f"{who} {k}" for who, figures in (("champion", champion), ("challenger", challenger))
+               for k in (metric, f"{metric}_std") if k not in figures]
+    if missing:
+        raise ValueError(f"promote_on={metric!r}: no figure for {', '.join(missing)} (is the task in downstream?)")
+    old, new = champion[metric], challenger[metric]
+    old_std, new_std = champion[f"{metric}_std"], challenger[f"{metric}_std"]
+    pooled = pooled_std(old_std, new_std)
+    promoted = new - old > pooled
+    return promoted, (f"{metric} {new:.4f} ± {new_std:.4f} vs {old:.4f} ± {old_std:.4f}: difference "
+                      f"{new - old:+.4f} {'>' if promoted else '<='} pooled std {pooled:.4f}")
+
+
+def recorded_downstream(champion: dict, task_keys: dict[str, str]) -> dict | None:
+    """The downstream figures recorded on the champion's registered version (a pair's: on the discriminator) when
+    every task in `task_keys` was measured with that key; None when any is missing or was measured otherwise."""
+    tags = tracking.client().get_model_version(champion["holder"], champion["version"]).tags
+    if any(tags.get(f"downstream.{name}.task_key") != key for name, key in task_keys.items()):
+        return None
+    prefixes = tuple(f"downstream.{name}." for name in task_keys)
+    return {k: float(v) for k, v in tags.items() if k.startswith(prefixes) and not k.endswith(".task_key")}
+
+
+@task(name="tag_version", cache_policy=NO_CACHE)
+def tag_version(versions: dict[str, str], tags: dict) -> None:
+    """Put `tags` (downstream figures measured after the fact) on registered versions {name: version}."""
+    for name, version in versions.items():
+        for key, value in tags.items():
+            tracking.client().set_model_version_tag(name, version, key, str(value))

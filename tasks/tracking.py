@@ -59,7 +59,12 @@ TRAINING_VIEW = "training"
 _VIEW = {"orderByKey": "attributes.start_time", "orderByAsc": False,
          "selectedColumns": ["metrics.`perplexity`", "params.`register_as`", "params.`model_type`",
                              "params.`corpus.documents`", "metrics.`discriminator_accuracy`",
-                             "metrics.`champion_perplexity`", "metrics.`challenger_perplexity`", "tags.`decision`"]}
+                             "metrics.`discriminator_baseline_accuracy`", "tags.`discriminator.learned`",
+                             "metrics.`champion_perplexity`", "metrics.`challenger_perplexity`", "tags.`decision`",
+                             "metrics.`downstream.rotten_tomatoes.accuracy`",
+                             "metrics.`downstream.rotten_tomatoes.random_init.accuracy`",
+                             "metrics.`downstream.rotten_tomatoes.gain`"]}
+"""The columns of the training view; a run with downstream results adds its tasks' columns (`show_columns`)."""
 
 
 def experiment_id(name: str) -> str:
@@ -80,6 +85,21 @@ def experiment_id(name: str) -> str:
 
 def _view_tag() -> dict:
     return {f"mlflow.sharedViewState.{TRAINING_VIEW}": json.dumps(_VIEW)}
+
+
+def show_columns(run_id: str | None, metrics: list[str]) -> None:
+    """Add metric columns (a downstream task's accuracy, random-init accuracy and gain) to the training view of
+    `run_id`'s experiment, after the columns it already shows."""
+    if not run_id:
+        return
+    c = client()
+    exp = c.get_experiment(c.get_run(run_id).info.experiment_id)
+    key = f"mlflow.sharedViewState.{TRAINING_VIEW}"
+    view = json.loads(exp.tags.get(key) or json.dumps(_VIEW))
+    columns = view.setdefault("selectedColumns", [])
+    wanted = [f"metrics.`{m}`" for m in metrics if f"metrics.`{m}`" not in columns]
+    if wanted:
+        c.set_experiment_tag(exp.experiment_id, key, json.dumps({**view, "selectedColumns": columns + wanted}))
 
 
 def training_view_url(ui: str, experiment: str) -> str:
@@ -137,8 +157,9 @@ def flow_run_tags() -> dict:
 
 
 @contextlib.contextmanager
-def flow_parent_run(experiment: str, tags: dict | None = None):
-    """The flow run's parent run in `experiment`, ended FINISHED / FAILED / KILLED with the flow.
+def flow_parent_run(experiment: str, tags: dict | None = None, run_id: str | None = None):
+    """The flow run's parent run in `experiment`, ended FINISHED / FAILED / KILLED with the flow. `run_id`: an
+    existing run to log into instead (tagged with the flow run, not ended).
 
     Under `mlflow run` (MLFLOW_RUN_ID set) the run it made is the parent when it is in `experiment` (`mlflow run
     --experiment-name pretrain`), and `mlflow run` ends it. A run `mlflow run` put elsewhere (the Default
@@ -147,6 +168,10 @@ def flow_parent_run(experiment: str, tags: dict | None = None):
     from prefect.runtime import flow_run
 
     tags = {k: str(v) for k, v in {**flow_run_tags(), **(tags or {})}.items() if v is not None}
+    if run_id:
+        set_tags(run_id, {f"{tags.get('stage', 'flow')}.{k}": v for k, v in tags.items() if k != "stage"})
+        yield run_id
+        return
     adopted = os.environ.get("MLFLOW_RUN_ID")
     if adopted and client().get_run(adopted).info.experiment_id == experiment_id(experiment):
         set_tags(adopted, tags)

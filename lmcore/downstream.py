@@ -346,6 +346,15 @@ def fine_tune_args(task: LabelledTask, args: dict | None) -> dict:
     return {**DEFAULT_ARGS, **task.spec.args, **(args or {})}
 
 
+def fit_length(encoder: Path, args: dict) -> dict:
+    """max_seq_length no longer than the encoder's position table (a demo model pretrained on 64-token blocks)."""
+    config = json.loads((Path(encoder) / "config.json").read_text())
+    positions = config.get("max_position_embeddings") or config.get("n_positions")
+    if positions and config.get("model_type") in ("roberta", "camembert", "longformer"):
+        positions -= 2  # their position ids start after the padding index
+    return {**args, "max_seq_length": min(args["max_seq_length"], positions)} if positions else args
+
+
 Progress = Callable[[str], None]
 
 
@@ -441,11 +450,13 @@ def compare(model_type: str, model_dir: str, task: LabelledTask, seeds: int = DE
     each reported at its own best learning rate on validation; `gain` = pretrained - random-init test accuracy."""
     encoder = encoder_folder(model_dir)
     args = fine_tune_args(task, args)
+    task_key = task.key(seeds, learning_rates, args)
+    args = fit_length(encoder, args)
     pretrained = fine_tune_grid(model_type, str(encoder), task, seeds, learning_rates, args, progress=progress,
                                 use_cuda=use_cuda)
     baseline, cached, key = random_init_baseline(model_type, str(encoder), task, seeds, learning_rates, args,
                                                  cache_dir, progress, use_cuda)
     ours, theirs = summarise(pretrained), summarise(baseline)
-    return {"task": task.name, "task_key": task.key(seeds, learning_rates, args), "random_init_key": key,
+    return {"task": task.name, "task_key": task_key, "random_init_key": key,
             "pretrained": {**ours, "runs": pretrained}, "random_init": {**theirs, "runs": baseline, "cached": cached},
             "gain": ours["accuracy"] - theirs["accuracy"], "summary": task.summary()}

@@ -54,8 +54,9 @@ def discriminator_loss_sum(logits: torch.Tensor, labels: torch.Tensor, scored: t
 class ElectraObjective:
     """loss = generator MLM loss + `weight` × discriminator loss (weight 50 in the paper: the per-token binary
     loss is far smaller than the generator's). Evaluation reports the two models apart: the generator's
-    token-weighted perplexity over masked positions, and the discriminator's accuracy, precision, recall and AUC
-    over all real tokens. exp() of the combined loss means nothing and is never reported."""
+    token-weighted perplexity over masked positions, and the discriminator's accuracy, precision, recall, F1 and
+    AUC over all real tokens, beside the accuracy of always answering "original". exp() of the combined loss
+    means nothing and is never reported."""
 
     def __init__(self, tokenizer, mlm_probability: float, weight: float):
         self.mask_id, self.vocab_size = tokenizer.mask_token_id, len(tokenizer)
@@ -122,6 +123,9 @@ class ElectraObjective:
                 "discriminator_baseline_accuracy": 1.0 - t["replaced"] / max(t["disc_tokens"], 1),
                 "discriminator_precision": t["true_pos"] / max(t["pred_pos"], 1),
                 "discriminator_recall": t["true_pos"] / max(t["replaced"], 1),
+                # F1 of the replaced class: 0 for a discriminator that never says "replaced", however high its
+                # accuracy (most tokens are originals, so the all-original baseline scores ~85% accuracy)
+                "discriminator_f1": 2 * t["true_pos"] / max(t["pred_pos"] + t["replaced"], 1),
                 "discriminator_auc": histogram_auc(np.asarray(t["pos_hist"]), np.asarray(t["neg_hist"])),
                 "eval_tokens": int(t["gen_tokens"])}
 

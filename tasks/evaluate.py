@@ -28,7 +28,15 @@ from .common import logger, pipeline_home
 from .pretrain import engine_command, engine_env, run_engine
 
 METRICS = ("perplexity", "eval_loss", "eval_tokens", "generator_perplexity", "generator_loss", "discriminator_loss",
-           "discriminator_accuracy", "discriminator_auc")
+           "discriminator_accuracy", "discriminator_baseline_accuracy", "discriminator_precision",
+           "discriminator_recall", "discriminator_f1", "discriminator_auc")
+"""What goes to MLflow. The discriminator's accuracy alone flatters it: most tokens are originals, so answering
+"original" everywhere scores the baseline accuracy (~0.85); precision, recall, F1 and AUC on replaced tokens say
+whether it learned anything."""
+BASELINE_MARGIN = 0.001
+"""How far above its all-original baseline a discriminator's accuracy must be..."""
+CHANCE_AUC = 0.5 + 0.01
+"""...and its AUC above chance, to count as having learned something."""
 EVAL_SETTINGS = ("dataset_type", "block_size", "max_seq_length", "sliding_window", "stride", "mlm",
                  "mlm_probability", "eval_batch_size", "strict_utf8", "mixed_precision", "discriminator_loss_weight")
 """The settings that decide what is scored and how; taken from the run's args, so two models on one eval split are
@@ -66,6 +74,7 @@ def evaluate(model_type: str, model_dir: str, eval_file: str, args: dict | None 
         tracking.log_params(run_id, {"model_dir": model_dir, "eval_file": eval_file, **eval_settings(args)})
         tracking.log_metrics(run_id, metrics)
         tracking.log_metrics(parent_run_id, {prefix + k: v for k, v in metrics.items()})
+        judge_discriminator(metrics, label, (run_id, parent_run_id), prefix)
     logger().info("evaluate %s: %s", label, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if TaskRunContext.get() is not None:  # run bare (task.fn()) there is no run to attach the table to
         create_table_artifact(
@@ -73,6 +82,26 @@ def evaluate(model_type: str, model_dir: str, eval_file: str, args: dict | None 
             table=[{"metric": k, "value": round(v, 6)} for k, v in metrics.items()],
             description=f"Evaluation of {label} ({model_dir}) on {eval_file}")
     return metrics
+
+
+def judge_discriminator(metrics: dict, label: str, runs: tuple = (), prefix: str = "") -> bool | None:
+    """Whether an ELECTRA discriminator learned anything (None: not an ELECTRA model): its accuracy above the
+    all-original baseline and its AUC above chance. The answer is the tag `discriminator.learned` on `runs` (the
+    parent's tag with `prefix`), and one that did not is named in a WARNING line of the flow log."""
+    if "discriminator_accuracy" not in metrics or "discriminator_baseline_accuracy" not in metrics:
+        return None
+    accuracy, baseline = metrics["discriminator_accuracy"], metrics["discriminator_baseline_accuracy"]
+    auc = metrics.get("discriminator_auc", float("nan"))
+    learned = accuracy > baseline + BASELINE_MARGIN and auc > CHANCE_AUC  # a NaN AUC (one class only) fails too
+    for i, run in enumerate(runs):
+        tracking.set_tags(run, {("" if i == 0 else prefix) + "discriminator.learned": str(learned).lower()})
+    if not learned:
+        logger().warning(
+            "evaluate %s: the discriminator has learned nothing it can show: accuracy %.4f is no better than "
+            "answering 'original' for every token (%.4f), AUC %.3f (0.5 is chance), F1 %.3f on replaced tokens. "
+            "Train longer, or with a higher learning rate or discriminator_loss_weight.", label, accuracy, baseline,
+            auc, metrics.get("discriminator_f1", 0.0))
+    return learned
 
 
 def main(argv=None) -> None:

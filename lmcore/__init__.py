@@ -1,6 +1,7 @@
 """lmcore: train BERT-, RoBERTa-, GPT-2- and ELECTRA-style language models from scratch or fine-tune them.
 
     from lmcore import LanguageModelingModel, LanguageModelingArgs
+    from lmcore import ClassificationModel, ClassificationArgs      # fine-tune a sequence classifier
 
 The names below are imported on first use (PEP 562), so `python -m lmcore --help` and the pipeline's light
 modules do not pay for torch and transformers until they train or evaluate.
@@ -13,6 +14,8 @@ import importlib
 _EXPORTS = {
     "LanguageModelingModel": ".model",
     "LanguageModelingArgs": ".args",
+    "ClassificationModel": ".classification",
+    "ClassificationArgs": ".classification_args",
     "GenerationArgs": ".generate",
     "ArgsError": ".args",
     "CorpusError": ".corpus",

@@ -47,13 +47,18 @@ class Features:
     """Tokenized examples: `tokens[offsets[i]:offsets[i+1]]` is example i (special tokens included).
 
     `score_from` (sliding windows only): per example, how many of its leading content tokens (after the
-    `meta["prefix_tokens"]` special tokens) are context an earlier window already scored."""
+    `meta["prefix_tokens"]` special tokens) are context an earlier window already scored.
+    `labels` (labelled examples, lmcore.labelled): per example its class id (int64) or target (float32).
+    `second_from` (text pairs): per example, the position where its second segment starts (its length when the
+    tokenizer gives both segments one type id), so token_type_ids need no storage of their own."""
 
     tokens: np.ndarray
     offsets: np.ndarray
     path: Path
     meta: dict
     score_from: np.ndarray | None = None
+    labels: np.ndarray | None = None
+    second_from: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -559,7 +564,9 @@ def collate(features: Features, indices, pad_id: int, score: bool = False) -> di
 
     With `score` (evaluation) and sliding-window features, also `score_mask` (batch, length) bool: the positions
     to score, i.e. not padding and not the context a previous window already scored, so each token counts once.
-    Training leaves it out and learns from every token of every window."""
+    Training leaves it out and learns from every token of every window.
+
+    Labelled features add `labels` (batch,) and, for text pairs, `token_type_ids` (batch, length)."""
     indices = [int(i) for i in indices]
     examples = [features.example(i) for i in indices]
     length = max(len(e) for e in examples)
@@ -576,4 +583,9 @@ def collate(features: Features, indices, pad_id: int, score: bool = False) -> di
         for row, i in enumerate(indices):
             keep[row, start:start + int(features.score_from[i])] = False
         batch["score_mask"] = torch.from_numpy(keep)
+    if features.labels is not None:
+        batch["labels"] = torch.from_numpy(features.labels[indices])
+    if features.second_from is not None:
+        second = np.arange(length)[None, :] >= features.second_from[indices][:, None]
+        batch["token_type_ids"] = torch.from_numpy((second & mask.astype(bool)).astype(np.int64))
     return batch

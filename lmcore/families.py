@@ -41,6 +41,19 @@ class Built:
     """A checkpoint folder the model was loaded from: training continues from it."""
 
 
+@dataclass
+class EncoderSource:
+    """Where a sequence classifier's encoder comes from: a model folder (or hub name) and its tokenizer, or
+    weights already loaded (`encoder`, a model whose state dict holds the encoder under its usual prefix)."""
+
+    path: str
+    """The folder (or hub name) whose config.json describes the encoder."""
+    tokenizer: str
+    encoder: torch.nn.Module | None = None
+    note: str | None = None
+    """Said once when the encoder is not simply `model_name` (which part of an ELECTRA output is used)."""
+
+
 def requested_block(args: LanguageModelingArgs) -> int:
     return args.block_size if args.block_size > 0 else args.max_seq_length
 
@@ -140,6 +153,10 @@ class SingleModel:
 
     def generates_text(self, spec, args) -> bool:
         return not args.mlm and spec.clm_cls is not None
+
+    def encoder_source(self, model_name: str) -> EncoderSource:
+        """What a sequence classifier starts from: the model itself (its LM head, if any, is dropped)."""
+        return EncoderSource(model_name, model_name)
 
 
 class ElectraPair(torch.nn.Module):
@@ -314,6 +331,22 @@ class ElectraFamily:
 
     def generates_text(self, spec, args) -> bool:
         return False
+
+    def encoder_source(self, model_name: str) -> EncoderSource:
+        """What a sequence classifier starts from: the discriminator (the model ELECTRA fine-tunes). A whole
+        ELECTRA output folder gives its `discriminator_model/`, a Simple Transformers checkpoint (one file for the
+        pair) its discriminator's weights; any other folder or name is taken as a discriminator."""
+        folder = Path(model_name)
+        if (folder / DISCRIMINATOR_DIR).is_dir():
+            return EncoderSource(str(folder / DISCRIMINATOR_DIR), str(folder / DISCRIMINATOR_DIR),
+                                 note=f"{model_name}: an ELECTRA output folder; fine-tuning its "
+                                      f"{DISCRIMINATOR_DIR}/ (the generator is not used)")
+        if folder.is_dir() and is_combined_checkpoint(folder):
+            _, disc = load_combined_checkpoint(folder)
+            return EncoderSource(str(folder / "discriminator_config"), str(folder), encoder=disc,
+                                 note=f"{model_name}: a Simple Transformers ELECTRA checkpoint; fine-tuning its "
+                                      "discriminator")
+        return EncoderSource(model_name, model_name)
 
 
 def is_combined_checkpoint(folder: Path) -> bool:

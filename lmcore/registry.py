@@ -26,6 +26,8 @@ class ModelType:
     family: str = "single"
     """How the type is built, trained and saved (lmcore.families): "single" (one Hugging Face model) or
     "electra" (the generator + discriminator pair)."""
+    classifier_cls: type | None = None
+    """Model class with a sequence-classification head (ClassificationModel)."""
     positions_field: str = "max_position_embeddings"
     position_offset: int = 0
     """Positions the model reserves beyond its tokens (RoBERTa-style models start positions at padding_idx + 1)."""
@@ -59,21 +61,29 @@ MODEL_TYPES: dict[str, ModelType] = {
     t.name: t
     for t in (
         ModelType("bert", hf.BertConfig, hf.BertForMaskedLM, None, hf.BertTokenizerFast, "wordpiece",
-                  masked_head=_bert_head),
+                  masked_head=_bert_head,
+                  classifier_cls=hf.BertForSequenceClassification),
         ModelType("distilbert", hf.DistilBertConfig, hf.DistilBertForMaskedLM, None, hf.DistilBertTokenizerFast,
-                  "wordpiece", masked_head=_distilbert_head),
+                  "wordpiece", masked_head=_distilbert_head,
+                  classifier_cls=hf.DistilBertForSequenceClassification),
         ModelType("camembert", hf.CamembertConfig, hf.CamembertForMaskedLM, None, hf.CamembertTokenizerFast,
-                  "unigram", masked_head=_roberta_head, position_offset=2),
+                  "unigram", masked_head=_roberta_head, position_offset=2,
+                  classifier_cls=hf.CamembertForSequenceClassification),
         ModelType("roberta", hf.RobertaConfig, hf.RobertaForMaskedLM, None, hf.RobertaTokenizerFast,
-                  "byte-level-bpe", masked_head=_roberta_head, position_offset=2),
+                  "byte-level-bpe", masked_head=_roberta_head, position_offset=2,
+                  classifier_cls=hf.RobertaForSequenceClassification),
         ModelType("longformer", hf.LongformerConfig, hf.LongformerForMaskedLM, None, hf.LongformerTokenizerFast,
-                  "byte-level-bpe", masked_head=_roberta_head, position_offset=2),
+                  "byte-level-bpe", masked_head=_roberta_head, position_offset=2,
+                  classifier_cls=hf.LongformerForSequenceClassification),
         ModelType("gpt2", hf.GPT2Config, None, hf.GPT2LMHeadModel, hf.GPT2TokenizerFast, "byte-level-bpe",
-                  positions_field="n_positions"),
+                  positions_field="n_positions",
+                  classifier_cls=hf.GPT2ForSequenceClassification),
         ModelType("openai-gpt", hf.OpenAIGPTConfig, None, hf.OpenAIGPTLMHeadModel, hf.OpenAIGPTTokenizerFast, "bpe",
-                  positions_field="n_positions"),
+                  positions_field="n_positions",
+                  classifier_cls=hf.OpenAIGPTForSequenceClassification),
         ModelType("electra", hf.ElectraConfig, hf.ElectraForMaskedLM, None, hf.ElectraTokenizerFast, "wordpiece",
-                  masked_head=electra_generator_head, family="electra"),
+                  masked_head=electra_generator_head, family="electra",
+                  classifier_cls=hf.ElectraForSequenceClassification),
     )
 }
 

@@ -131,24 +131,25 @@ class ClassificationModel:
         hardware.fuse_activations(self.model)
         self.model.to(self.device)
 
-    def _fix_labels(self, rows: LabelledRows) -> None:
-        """Without labels_list, the training labels decide it (integers: their own ids; strings: sorted); a head
-        of another size is built afresh before any training."""
+    def _labels_for(self, rows: LabelledRows) -> list:
+        """The labels_list: the given one, else decided by `rows` (integers: their own ids; strings: sorted)."""
         a = self.args
-        if not a.labels_list and not a.regression:
-            found = infer_labels(rows.labels)
-            integers = all(isinstance(v, int) for v in found)
-            if self._labels_fixed and (len(found) > self.num_labels or not integers and
-                                       len(found) != self.num_labels):
-                raise ArgsError(f"{rows.where}: {len(found)} labels ({', '.join(map(str, found[:10]))}) for "
-                                f"num_labels={self.num_labels}; give labels_list to name them")
-            if self._labels_fixed and integers:
-                found = list(range(self.num_labels))
-            a.labels_list, a.labels_map = found, {label: i for i, label in enumerate(found)}
-            if len(found) != self.num_labels:
-                log.info("%s: %d labels found (%s): a head of that size", rows.where, len(found),
-                         ", ".join(map(str, found[:10])))
-                self.num_labels = len(found)
+        if a.labels_list or a.regression:
+            return list(a.labels_list)
+        found = infer_labels(rows.labels)
+        integers = all(isinstance(v, int) for v in found)
+        if self._labels_fixed and (len(found) > self.num_labels or not integers and len(found) != self.num_labels):
+            raise ArgsError(f"{rows.where}: {len(found)} labels ({', '.join(map(str, found[:10]))}) for "
+                            f"num_labels={self.num_labels}; give labels_list to name them")
+        return list(range(self.num_labels)) if self._labels_fixed and integers else found
+
+    def _use_labels(self, labels: list) -> None:
+        """Record `labels` (labels_list, labels_map); a head of another size is built afresh (before training)."""
+        if not self.args.regression and not self.args.labels_list:
+            self.args.labels_list, self.args.labels_map = labels, {label: i for i, label in enumerate(labels)}
+            if len(labels) != self.num_labels:
+                log.info("%d labels (%s): a head of that size", len(labels), ", ".join(map(str, labels[:10])))
+                self.num_labels = len(labels)
                 self._build()
         self._labels_fixed = True
 
@@ -168,12 +169,14 @@ class ClassificationModel:
             raise ArgsError("evaluate_during_training is on but no eval_df was given to train_model")
         rows = read_labelled(train_df, self.args, "train_df")
         eval_rows = read_labelled(eval_df, self.args, "eval_df") if eval_df is not None else None
-        self._fix_labels(rows)
-        ids = label_ids(rows, self.args.labels_map, self.args.regression)
-        if not self.args.regression and len(np.unique(ids)) < 2:
+        if not self.args.regression and len({repr(v) for v in rows.labels}) < 2:
             raise ArgsError(f"{rows.where}: every row has the label {rows.labels[0]!r}: one class only, nothing to "
                             "learn")
-        eval_ids = label_ids(eval_rows, self.args.labels_map, self.args.regression) if eval_rows else None
+        labels = self._labels_for(rows)
+        labels_map = self.args.labels_map or {label: i for i, label in enumerate(labels)}
+        ids = label_ids(rows, labels_map, self.args.regression)
+        eval_ids = label_ids(eval_rows, labels_map, self.args.regression) if eval_rows else None
+        self._use_labels(labels)
         resume = self._find_resume(out)
         if not self.args.no_save and out.exists() and any(out.iterdir()) and not self.args.overwrite_output_dir \
                 and resume is None:
@@ -296,7 +299,7 @@ class ClassificationModel:
         metric_fns = _metric_fns(kwargs)
         rows = read_labelled(eval_df, self.args, "eval_df")
         if not self._labels_fixed:
-            self._fix_labels(rows)
+            self._use_labels(self._labels_for(rows))
         ids = label_ids(rows, self.args.labels_map, self.args.regression)
         with self._quiet(silent or self.args.silent):
             result, outputs, wrong = self._score(self._features(rows, ids), rows, metric_fns)

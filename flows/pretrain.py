@@ -60,7 +60,7 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
                  "rdzv_timeout": rdzv_timeout}
         args = settle(preset, args, model_type, from_saved=bool(starts_from), run_id=run_id)
         args = check_parameters(corpus, args, nproc_per_node, eval_corpus, model_name, from_scratch,
-                                starts_from, nodes=nodes)
+                                starts_from, nodes=nodes, model_type=model_type)
         tasks = check_downstream(downstream, downstream_seeds, downstream_learning_rates)
         register_as = register_as or default_model_name(corpus, model_type)
         tracking.log_params(run_id, {"model_type": model_type, "model_name": model_name, "nproc_per_node":

@@ -59,3 +59,13 @@ def cached_call(task, refresh: bool, still_there: Callable[[object], bool], **kw
         state = task.with_options(refresh_cache=True)(**kwargs, return_state=True)
         result, cached = state.result(), False
     return result, cached
+
+
+def _quiet_failures() -> None:
+    """A failed run's error once on screen, its tracebacks in its log file (tasks/runlog.py)."""
+    from .runlog import install
+
+    install()
+
+
+_quiet_failures()

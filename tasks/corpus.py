@@ -20,7 +20,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from lmcore.atomic import replace_folder, write_text
-from lmcore.corpus import CorpusReading, content_hash, file_hash, resolve_files
+from lmcore.corpus import CorpusError, CorpusReading, content_hash, file_hash, resolve_files
 from lmcore.prepare import PREP_VERSION, check_fraction, write_splits
 
 from . import tracking
@@ -98,7 +98,12 @@ def prepare_corpus(corpus, eval_corpus=None, eval_fraction: float = 0.05, strict
             tracking.log_params(run_id, {f"corpus.{k}": v for k, v in stats.items()
                                          if not isinstance(v, (list, dict))})
 
-        replace_folder(out, fill)  # an incomplete folder left by an interrupted run is replaced whole
+        try:
+            replace_folder(out, fill)  # an incomplete folder left by an interrupted run is replaced whole
+        except CorpusError as e:  # the engine's message, saying where a pipeline user sets what it names
+            from .inputs import in_pipeline_terms
+
+            raise CorpusError(in_pipeline_terms(str(e))) from e
     return _result(out)
 
 

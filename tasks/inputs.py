@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from lmcore import ArgsError, LanguageModelingArgs
+from lmcore import ArgsError, CorpusError, LanguageModelingArgs
 from lmcore.corpus import resolve_files
 from lmcore.registry import MODEL_TYPES
 
@@ -27,11 +27,12 @@ ignored."""
 
 def check_parameters(corpus=None, args: dict | None = None, nproc_per_node: int = 1, eval_corpus=None,
                      model_name: str | None = None, from_scratch: bool | None = None,
-                     starts_from: tuple = (), nodes: dict | None = None) -> dict:
+                     starts_from: tuple = (), nodes: dict | None = None, model_type: str | None = None) -> dict:
     """Reject bad parameters with a message naming each one, before anything expensive; returns args without the
     settings the pipeline owns. from_scratch: True refuses a saved model to start from, False requires one
     (`starts_from`: the names of the model parameters that were given), None takes what was given. nodes: the
-    multi-node parameters (nnodes, max_restarts, rdzv_endpoint, rdzv_timeout), checked by `node_problems`."""
+    multi-node parameters (nnodes, max_restarts, rdzv_endpoint, rdzv_timeout), checked by `node_problems`.
+    model_type: a model built from scratch is tried on the meta device first (`shape_problems`)."""
     problems = []
     if not isinstance(args, dict):
         raise ArgsError(f"args: must be a dict of LanguageModelingArgs fields, not {type(args).__name__}")
@@ -48,6 +49,8 @@ def check_parameters(corpus=None, args: dict | None = None, nproc_per_node: int 
     if not isinstance(nproc_per_node, int) or not 1 <= nproc_per_node <= 64:
         problems.append(f"nproc_per_node={nproc_per_node!r}: must be an integer from 1 to 64")
     problems += node_problems(**(nodes or {}))
+    if model_type and not starts_from and not problems:
+        problems += shape_problems(model_type, args)
     if model_name and not os.path.isdir(model_name) and model_name.startswith((".", "/", "~")):
         problems.append(f"model_name={model_name!r}: no such directory")
     if from_scratch is False and not starts_from:
@@ -58,10 +61,58 @@ def check_parameters(corpus=None, args: dict | None = None, nproc_per_node: int 
                         f"{' and '.join(starts_from)} out (or use pretrain/fine-tune)")
     if problems:
         raise ArgsError("invalid parameters:\n  " + "\n  ".join(problems))
-    for paths in (corpus, eval_corpus):
+    for name, paths in (("corpus", corpus), ("eval_corpus", eval_corpus)):
         if paths is not None:  # CorpusError names every bad source
-            resolve_files(paths, args.get("encoding"), args.get("dataset_cache_dir"))
+            try:
+                resolve_files(paths, args.get("encoding"), args.get("dataset_cache_dir"))
+            except CorpusError as e:
+                raise CorpusError(f"parameter {name}: {in_pipeline_terms(str(e))}") from e
     return {k: v for k, v in args.items() if k not in PIPELINE_OWNED}
+
+
+_SETTING = re.compile(r"\b(set|pass) (\w+)\b")
+
+
+def in_pipeline_terms(message: str) -> str:
+    """An engine message said where a pipeline user puts the setting: "set text_column to ..." -> "set
+    args.text_column to ..." (in a deployment run: --params '{"args": {"text_column": ...}}')."""
+    fields = set(LanguageModelingArgs.__dataclass_fields__)
+    return _SETTING.sub(lambda m: f"{m[1]} args.{m[2]}" if m[2] in fields else m[0], message)
+
+
+def shape_problems(model_type: str, args: dict) -> list[str]:
+    """What transformers refuses in a from-scratch model's config (hidden_size 65 with 2 heads, say), found by
+    building the model on the meta device (no memory, no weights: well under a second) before any work, instead of
+    in the engine after the corpus and tokenizer stages."""
+    import torch
+    import transformers as hf
+
+    from lmcore.registry import get_model_type
+
+    spec = get_model_type(model_type)
+    vocab = {"vocab_size": args["vocab_size"]} if args.get("vocab_size") else {}
+    if spec.family == "electra":
+        disc = {**vocab, **(args.get("discriminator_config") or {})}
+        gen = args.get("generator_config") or None
+        built = [("args.discriminator_config", hf.ElectraForPreTraining, disc)] + (
+            [("args.generator_config", hf.ElectraForMaskedLM, {**vocab, **gen})] if gen else [])
+    else:
+        try:
+            cls = spec.model_cls(args.get("mlm", True))
+        except ValueError as e:
+            return [f"args.mlm: {e}"]
+        built = [("args.config", cls, {**vocab, **(args.get("config") or {})})]
+    problems = []
+    for where, cls, fields in built:
+        try:
+            config = spec.config_cls()
+            for k, v in fields.items():
+                setattr(config, k, v)
+            with torch.device("meta"):
+                cls(config)
+        except (ValueError, TypeError, AttributeError) as e:
+            problems.append(f"{where}: {model_type} refuses this model: {e}")
+    return problems
 
 
 def parse_nnodes(nnodes) -> tuple[int, int]:

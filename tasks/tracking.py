@@ -121,6 +121,13 @@ def end_run(run_id: str, error: BaseException | None) -> None:
     c = client()
     if error is not None:
         c.set_tag(run_id, "error", f"{type(error).__name__}: {error}"[:5000])
+        if isinstance(error, Exception):  # the screen shows the message only (tasks/runlog.py): the traceback is here
+            import traceback
+
+            try:
+                c.log_text(run_id, "".join(traceback.format_exception(error)), "error.txt")
+            except Exception:  # the run must still end, with its status, whatever the artifact store says
+                pass
     c.set_terminated(run_id, status)
 
 

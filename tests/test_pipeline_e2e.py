@@ -28,7 +28,7 @@ def stack(tmp_path_factory):
     ports = {"PREFECT_PORT": str(free_port()), "MLFLOW_PORT": str(free_port())}
     env = {**os.environ, **QUIET_ENV, **ports, "PYTHON": sys.executable, "PREFECT_HOME": str(tmp / "prefect"),
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "PIPELINE_HOME": str(tmp / "pipeline"),
-           "PREFECT_API_URL": f"http://127.0.0.1:{ports['PREFECT_PORT']}/api", "COLUMNS": "400"}
+           "PREFECT_API_URL": f"http://127.0.0.1:{ports['PREFECT_PORT']}/api"}  # no COLUMNS: prefect.toml unwraps
     env.pop("MLFLOW_RUN_ID", None)
     start = time.time()
     up = subprocess.run([str(REPO / "scripts" / "up")], env=env, capture_output=True, text=True, timeout=300)
@@ -85,6 +85,7 @@ def test_deployment_runs_bert_and_electra_tracked_in_mlflow(stack):
                                      "nproc_per_node": 2, "register_as": "e2e-electra"}, "electra_2_ranks")
     # Two ranks, each line once: the closing perplexity line of the one evaluation, a progress line.
     assert watched.count("Perplexity:") == 1 and watched.count("step 10/20") == 1, watched[-6000:]
+    assert "ELECTRA: generator from args.generator_config (hidden 32)" in watched  # which shape, said
     client = mlflow_client(stack)
     for model_type, name in (("bert", "mine-bert"), ("electra", "e2e-electra")):
         run = parent_of(client, name)
@@ -113,23 +114,56 @@ def test_deployment_runs_bert_and_electra_tracked_in_mlflow(stack):
         assert {"training_curves.png", "corpus_statistics.json"} <= on_parent, on_parent
     electra = parent_of(client, "e2e-electra")
     assert 0.0 <= electra.data.metrics["discriminator_accuracy"] <= 1.0
+    for name in ("baseline_accuracy", "precision", "recall", "f1", "auc"):
+        assert f"discriminator_{name}" in electra.data.metrics, name
+    learned = electra.data.tags["discriminator.learned"]
+    assert learned in ("true", "false") and (learned == "true") != ("has learned nothing" in watched)
     assert electra.data.metrics["generator_perplexity"] == pytest.approx(electra.data.metrics["perplexity"])
     names = {m.name for m in client.search_registered_models()}
     assert "mine-bert" in names and not any(n.startswith(("sample-data", "lm-bert")) for n in names)
     check_registered_electra(stack)
 
 
-def test_failing_run_prints_the_reason_when_watched_and_is_not_retried(stack):
-    """A config transformers refuses (hidden_size 65 with 2 heads): the terminal watching the run shows the
-    engine's error line; one attempt, one FAILED pretrain run in MLflow."""
+def read_failure(watched: str) -> list[str]:
+    """The watched lines of a failed run after Prefect's header (flow run name, UUID, parameters, URL), up to
+    "Flow run finished", checked: at most 15, no traceback, the error among the first log lines."""
+    lines = watched.split("Flow run finished")[0].splitlines()
+    lines = [t for t in lines if not t.startswith(("Creating flow run", "Created flow run", "└──"))]
+    logged = [t for t in lines if t.startswith("▪")]
+    assert len(lines) <= 15 and "Traceback" not in watched, "\n".join(lines)
+    assert any("failed: " in t for t in logged[:3]), "\n".join(lines)
+    return lines
+
+
+def test_failing_runs_say_why_in_a_few_lines_and_are_not_retried(stack):
+    """Bad input under --watch: the reason once, where the setting lives, in at most 15 lines with no traceback
+    (kept in the run's log file and as error.txt on the MLflow run), and nothing retried. A config transformers
+    refuses (hidden_size 65 with 2 heads) is found before any work; a Parquet folder without a `text` column
+    names args.text_column, on one line however long (no wrapping when the output is not a terminal)."""
     corpus = write_lines(stack["tmp"] / "corpora" / "odd.txt", (SAMPLE / "eval.txt").read_text().splitlines())
     bad = {**TINY, "config": {**TINY["config"], "hidden_size": 65}}
     watched = run_deployment(stack, {"corpus": str(corpus), "args": bad, "register_as": "e2e-odd"}, "failing",
                              ok=False)
-    assert "error: model settings" in watched and "hidden size (65)" in watched, watched[-6000:]
-    run = parent_of(mlflow_client(stack), "e2e-odd")
-    assert run.info.status == "FAILED"
-    assert [r.info.status for r in child_runs(mlflow_client(stack), run.info.run_id)["pretrain"]] == ["FAILED"]
+    lines = read_failure(watched)
+    assert sum("args.config: bert refuses this model: The hidden size (65)" in t for t in lines) == 1, watched
+    client = mlflow_client(stack)
+    run = parent_of(client, "e2e-odd")
+    assert run.info.status == "FAILED" and "pretrain" not in child_runs(client, run.info.run_id)
+    assert "error.txt" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    import pandas as pd
+
+    folder = stack["tmp"] / "corpora" / "copyrights"
+    folder.mkdir(parents=True)
+    texts = (SAMPLE / "eval.txt").read_text().splitlines()
+    pd.DataFrame({"content": texts}).to_parquet(folder / "part-0.parquet")
+    watched = run_deployment(stack, {"corpus": str(folder)}, "missing_column", ok=False)
+    lines = read_failure(watched)
+    (line,) = [t for t in lines if "no 'text' column" in t]
+    assert "part-0.parquet" in line and "set args.text_column to the one holding the text" in line, watched
+    flow_run_id = [t for t in watched.splitlines() if "UUID:" in t][0].split()[-1]
+    kept = stack["tmp"] / "pipeline" / "logs" / f"{flow_run_id}.log"
+    assert "Traceback (most recent call last)" in kept.read_text()
 
 
 def check_registered_electra(stack):

@@ -261,3 +261,37 @@ def test_crashed_engine_is_retried_and_resumes_from_its_checkpoint(home):
     assert [r.info.status for r in attempts] == ["FAILED", "FINISHED"]
     resumed = [m.step for m in client.get_metric_history(attempts[1].info.run_id, "train_loss")]
     assert resumed == list(range(11, 31))
+
+
+def test_a_users_args_go_over_the_demo_preset(home, tmp_path):
+    """The issue's first run: a Parquet folder with a `content` column and only `args: {"text_column":
+    "content"}`. The run trains the deployments' demo-size model (not the engine's BERT-base), and says so: the
+    effective settings as params and in effective_args.json, the saved model's config."""
+    import json
+
+    import pandas as pd
+    from transformers import AutoConfig
+
+    from flows.pretrain import pretrain
+    from tasks import tracking
+
+    folder = home / "copyrights"
+    folder.mkdir()
+    texts = lines(2000)
+    pd.DataFrame({"content": texts[:1000]}).to_parquet(folder / "part-0.parquet")
+    pd.DataFrame({"content": texts[1000:]}).to_parquet(folder / "part-1.parquet")
+    out = pretrain(corpus=str(folder), args={"text_column": "content"}, experiment="presets")
+    client = tracking.client()
+    run = client.get_run(out["mlflow_run_id"])
+    params = run.data.params
+    assert params["preset"] == "demo" and params["args.text_column"] == "content"
+    assert (params["args.config.hidden_size"], params["args.max_steps"], params["args.vocab_size"]) == \
+        ("64", "150", "2000")
+    saved = json.loads(open(client.download_artifacts(run.info.run_id, "effective_args.json", str(tmp_path))).read())
+    assert saved["given"] == {"text_column": "content"}
+    assert saved["effective"]["config"]["hidden_size"] == 64 and saved["effective"]["max_steps"] == 150
+    config = AutoConfig.from_pretrained(out["output_dir"])
+    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size) == (64, 2, 128)
+    assert config.vocab_size <= 2000
+    (train,) = child_runs(client, run.info.run_id)["pretrain"]
+    assert train.data.metrics["global_step"] == 150

@@ -69,3 +69,77 @@ def test_the_training_view_shows_the_discriminators_baseline(env):
     columns = json.loads(exp.tags[f"mlflow.sharedViewState.{tracking.TRAINING_VIEW}"])["selectedColumns"]
     at = columns.index("metrics.`discriminator_accuracy`")
     assert columns[at + 1:at + 3] == ["metrics.`discriminator_baseline_accuracy`", "tags.`discriminator.learned`"]
+
+
+def _record(name: str, message: str, error: BaseException | None = None, **extra) -> logging.LogRecord:
+    import sys
+
+    exc_info = None
+    if error is not None:
+        try:
+            raise error
+        except BaseException:
+            exc_info = sys.exc_info()
+    record = logging.LogRecord(name, logging.ERROR, __file__, 1, message, (), exc_info)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_a_failure_is_shown_once_in_plain_words_and_its_traceback_kept_in_a_file(env, tmp_path):
+    """Prefect's records of one failure (the task's, the flow's, the two "Finished in state Failed(...)" and the
+    engine's exit) become one line per line of the message; the tracebacks go to the run's log file."""
+    from lmcore import CorpusError
+    from tasks.runlog import QuietFailures, run_log_file
+
+    quiet = QuietFailures()
+    error = CorpusError("bad corpus input:\n  data/a.parquet: no 'text' column (columns: content); set "
+                        "args.text_column to the one holding the text")
+    ids = {"flow_run_id": "f1", "flow_run_name": "calm-fox"}
+    records = [
+        _record("prefect.flow_runs", "Running 1 deployment pull step(s)", **ids),
+        _record("prefect.task_runs", f"Task run failed with exception: {error!r}", error,
+                task_run_name="prepare_corpus-5ae", **ids),
+        _record("prefect.task_runs", f"Finished in state Failed('Task run encountered an exception {error}')",
+                **ids),
+        _record("prefect.flow_runs", f"Encountered exception during execution: {error!r}", error, **ids),
+        _record("prefect.flow_runs", f"Finished in state Failed('Flow run encountered an exception. {error}')",
+                **ids),
+        _record("prefect.flow_runs", "Engine execution exited with unexpected exception", error, **ids),
+    ]
+    shown = [r for r in records if quiet.filter(r)]
+    text = "\n".join(logging.Formatter().format(r) for r in shown)
+    assert text.splitlines() == ["prepare_corpus failed: bad corpus input:",
+                                 "  data/a.parquet: no 'text' column (columns: content); set args.text_column to "
+                                 "the one holding the text", "Finished in state Failed"]
+    assert "Traceback" not in text
+    kept = run_log_file("f1").read_text()
+    assert kept.count("Traceback (most recent call last)") == 3 and "CorpusError" in kept
+    # An unexpected error says what it is and where its traceback is.
+    crash = _record("prefect.task_runs", "Task run failed with exception: KeyError('x')", KeyError("x"),
+                    task_run_name="pretrain-0a1", flow_run_id="f2")
+    assert quiet.filter(crash)
+    assert crash.getMessage() == f"pretrain failed: KeyError: 'x'\n(traceback: {run_log_file('f2')})"
+
+
+def test_errors_say_where_the_setting_lives_and_a_refused_shape_fails_before_any_work(env, tmp_path):
+    from lmcore import ArgsError, CorpusError
+    from tasks.corpus import prepare_corpus
+    from tasks.inputs import check_parameters, in_pipeline_terms
+
+    assert in_pipeline_terms("x.csv: no 'text' column; set text_column to the one holding the text") == \
+        "x.csv: no 'text' column; set args.text_column to the one holding the text"
+    assert in_pipeline_terms("set nothing_known here") == "set nothing_known here"
+    import pandas as pd
+
+    (tmp_path / "pq").mkdir()
+    pd.DataFrame({"content": ["a text", "another text"]}).to_parquet(tmp_path / "pq" / "part-0.parquet")
+    with pytest.raises(CorpusError, match=r"set args\.text_column"):
+        prepare_corpus.fn(corpus=str(tmp_path / "pq"))
+    with pytest.raises(CorpusError, match=r"(?s)^parameter corpus: .*missing\.txt: no such file"):
+        check_parameters(str(tmp_path / "missing.txt"), {})
+    bad = {"config": {"hidden_size": 65, "num_attention_heads": 2}}
+    with pytest.raises(ArgsError, match=r"args\.config: bert refuses this model: The hidden size \(65\)"):
+        check_parameters(str(SAMPLE / "train.txt"), bad, model_type="bert")
+    with pytest.raises(ArgsError, match=r"args\.mlm: model_type 'gpt2' has no head for mlm=True"):
+        check_parameters(str(SAMPLE / "train.txt"), {}, model_type="gpt2")
+    assert check_parameters(str(SAMPLE / "train.txt"), bad, model_type="bert", starts_from=("model_name",))

@@ -153,7 +153,8 @@ def _run(command: str, spec: RunSpec, LanguageModelingModel, dist, tracker) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO,  # LMCORE_LOG_FORMAT: the pipeline's log adds its own timestamp
+                        format=os.environ.get("LMCORE_LOG_FORMAT", "%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("transformers").setLevel(logging.WARNING)
     command, spec = parse(sys.argv[1:] if argv is None else argv)
     from lmcore import ArgsError, CorpusError, ModelNotFoundError, NonFiniteLossError

@@ -191,8 +191,26 @@ def describe_corpus(prep: dict, tokenizer: str | None = None, parent_run_id: str
         create_table_artifact(key="corpus-statistics", table=records,
                               description=f"Corpus {prep.get('key')}: {len(prep.get('per_source', []))} source(s), "
                                           f"eval split {prep.get('eval_split')}")
-    logger().info("corpus statistics:\n%s", table.to_string(index=False, max_colwidth=60))
+    logger().info("corpus statistics (all %d columns: MLflow corpus_statistics.json, Prefect corpus-statistics):\n%s",
+                  len(TABLE_COLUMNS), screen_table(table))
     return records
+
+
+SCREEN_COLUMNS = {"source": "source", "rows": "rows", "documents": "documents", "tokens": "tokens",
+                  "duplicates_dropped": "duplicates"}
+"""The statistics a log line has room for (the artifact holds every column of TABLE_COLUMNS)."""
+
+
+def screen_table(table) -> str:
+    """The statistics table in a few columns for the flow log: each source by its file name (the full paths are
+    in the artifact), counts with thousands separators."""
+    small = table[list(SCREEN_COLUMNS)].rename(columns=SCREEN_COLUMNS)
+    import pandas as pd
+
+    small["source"] = [s if s == "(all)" else Path(str(s)).name or str(s) for s in small["source"]]
+    for column in small.columns[1:]:
+        small[column] = ["-" if pd.isna(v) else f"{int(v):,}" for v in small[column]]
+    return small.to_string(index=False)
 
 
 def tokenizer_key(prep: dict) -> str:

@@ -17,6 +17,7 @@ them (same exit-code semantics, same resume from the newest checkpoint on a retr
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -45,6 +46,20 @@ _RANK_PREFIX = re.compile(r"^\[default\d+\]:")
 _REFUSED_SETTING = re.compile(r"^(?:[\w.]+\.)?ValueError: ")
 """The last line of a traceback that ended on a ValueError: a library refused a setting, a retry cannot help."""
 _MARKUP_TAG = re.compile(r"\[(?=[a-z#/@])")
+ENGINE_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+"""The engine's log format under the pipeline (LMCORE_LOG_FORMAT): no timestamp, the run log has one."""
+_ENGINE_LINE = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[,.]\d+ )?(DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+"""An engine log line: its level first (after a timestamp, from an engine that sets its own format)."""
+
+
+def relog(log, line: str) -> None:
+    """One engine output line into the run log, once, at its own level, with the run log's timestamp only (a
+    timestamp the engine put in front is dropped; INFO is implied)."""
+    m = _ENGINE_LINE.match(line)
+    if m is None:
+        log.info("%s", loggable(line))
+    else:  # "WARNING lmcore.model: ..." keeps its level word: a watching terminal shows no levels
+        log.log(getattr(logging, m[1]), "%s", loggable(line[m.end():] if m[1] == "INFO" else line[m.start(1):]))
 
 
 def loggable(text: str) -> str:
@@ -102,6 +117,7 @@ def engine_env(nproc_per_node: int, run_id: str | None) -> dict:
     env["OMP_NUM_THREADS"] = str(threads_per_process(nproc_per_node))
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # carriage-return bars make unreadable log lines
+    env["LMCORE_LOG_FORMAT"] = ENGINE_LOG_FORMAT  # each line gets the run log's timestamp, not a second one
     return env
 
 
@@ -120,7 +136,7 @@ def run_engine(command: list[str], env: dict, what: str, copy_to=None) -> None:
         for line in proc.stdout:
             line = _RANK_PREFIX.sub("", line.rstrip("\n"))
             tail.append(line)
-            log.info("%s", loggable(line))
+            relog(log, line)
             if copy_to is not None:
                 copy_to.write(line + "\n")
                 copy_to.flush()

@@ -143,3 +143,71 @@ def test_errors_say_where_the_setting_lives_and_a_refused_shape_fails_before_any
     with pytest.raises(ArgsError, match=r"args\.mlm: model_type 'gpt2' has no head for mlm=True"):
         check_parameters(str(SAMPLE / "train.txt"), {}, model_type="gpt2")
     assert check_parameters(str(SAMPLE / "train.txt"), bad, model_type="bert", starts_from=("model_name",))
+
+
+def test_engine_lines_reach_the_run_log_once_with_one_timestamp_at_their_level(tmp_path, monkeypatch, caplog):
+    """The pretrain stage runs the engine with LMCORE_LOG_FORMAT (no timestamp: the run log adds its own), and a
+    line from an engine that still stamps its lines loses the stamp; warnings keep their level."""
+    import sys
+
+    import lmcore.__main__ as engine_main
+    from tasks.pretrain import ENGINE_LOG_FORMAT, engine_env, run_engine
+
+    env = engine_env(1, None)
+    assert env["LMCORE_LOG_FORMAT"] == ENGINE_LOG_FORMAT
+    program = ("import logging, os; logging.basicConfig(level=20, format=os.environ['LMCORE_LOG_FORMAT']); "
+               "logging.getLogger('lmcore.train').info('step 10/150 | loss 3.2'); "
+               "logging.getLogger('lmcore.model').warning('a warning'); "
+               "print('2026-12-02 13:30:44,123 INFO lmcore.data: Features: 10 examples', flush=True)")
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append((record.levelname, record.getMessage()))
+
+    keep = Keep()
+    caplog.set_level(logging.INFO, logger="pipeline")
+    logging.getLogger("pipeline").addHandler(keep)
+    try:
+        run_engine([sys.executable, "-c", program], env, "a fake engine")
+    finally:
+        logging.getLogger("pipeline").removeHandler(keep)
+    assert seen == [("INFO", "lmcore.train: step 10/150 | loss 3.2"), ("WARNING", "WARNING lmcore.model: a warning"),
+                    ("INFO", "lmcore.data: Features: 10 examples")]
+    # The engine's command line takes the format from the variable.
+    root = logging.getLogger()
+    handlers = root.handlers[:]
+    monkeypatch.setenv("LMCORE_LOG_FORMAT", ENGINE_LOG_FORMAT)
+    root.handlers = []
+    try:
+        engine_main.main(["eval", "--model-type", "bert", "--model-name", str(tmp_path / "none"),
+                          "--eval", str(SAMPLE / "eval.txt")])
+        assert root.handlers[0].formatter._fmt == ENGINE_LOG_FORMAT
+    finally:
+        root.handlers = handlers
+
+
+def test_the_corpus_table_is_compact_in_the_log_and_whole_in_the_artifact(env, tmp_path, caplog):
+    from tasks import tracking
+    from tasks.corpus import TABLE_COLUMNS, describe_corpus, prepare_corpus
+
+    prep = prepare_corpus.fn(corpus=str(SAMPLE / "train.txt"))
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    caplog.set_level(logging.INFO, logger="pipeline")
+    logging.getLogger("pipeline").addHandler(keep)
+    parent = tracking.start_run("pretrain", "parent")
+    try:
+        records = describe_corpus.fn(prep, None, parent_run_id=parent)
+    finally:
+        logging.getLogger("pipeline").removeHandler(keep)
+    (table,) = [m for m in seen if m.startswith("corpus statistics")]
+    header = table.splitlines()[1].split()
+    assert header == ["source", "rows", "documents", "tokens", "duplicates"]
+    assert table.splitlines()[2].split()[0] == "train.txt" and max(map(len, table.splitlines()[1:])) < 80
+    assert set(records[0]) == set(TABLE_COLUMNS)

@@ -211,3 +211,38 @@ def test_the_corpus_table_is_compact_in_the_log_and_whole_in_the_artifact(env, t
     assert header == ["source", "rows", "documents", "tokens", "duplicates"]
     assert table.splitlines()[2].split()[0] == "train.txt" and max(map(len, table.splitlines()[1:])) < 80
     assert set(records[0]) == set(TABLE_COLUMNS)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_setup_is_quiet_unless_a_step_fails(tmp_path, fails):
+    """scripts/setup against a stand-in for the venv's python that talks like pip (progress and the nine
+    "Location ... is ignored" warnings of the torch install): one line when all goes well; on a failure the step
+    and pip's output, without those warnings."""
+    import os
+    import subprocess
+
+    from pipeline_support import REPO
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"
+    fake.write_text("#!/bin/sh\n"
+                    "echo 'Collecting torch==2.13.0'\n"
+                    "for i in 1 2 3 4 5 6 7 8 9; do echo \"WARNING: Location '/x/$i' is ignored: it is neither a "
+                    "file nor a directory.\" >&2; done\n"
+                    + ("case \"$*\" in *torch==*) echo 'ERROR: No matching distribution found' >&2; exit 1;; esac\n"
+                       if fails else "") + "exit 0\n")
+    fake.chmod(0o755)
+    out = subprocess.run([str(REPO / "scripts" / "setup")], env={**os.environ, "VENV": str(venv)},
+                         capture_output=True, text=True, timeout=60)
+    said = (out.stdout + out.stderr).splitlines()
+    assert not any("is ignored" in line for line in said), said
+    if fails:
+        assert out.returncode == 1
+        assert said[1].startswith("scripts/setup: failed:") and "torch==2.13.0" in said[1]
+        assert "Collecting torch==2.13.0" in said and "ERROR: No matching distribution found" in said
+        assert not (venv / ".lmcore-installed").exists()
+    else:
+        assert out.returncode == 0 and said == [f"Installing into {venv} (torch 2.13.0 CPU first, then the "
+                                                "pinned set)..."]
+        assert (venv / ".lmcore-installed").exists()

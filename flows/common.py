@@ -28,3 +28,27 @@ def use_running_server_or_temporary():
 def none_if_empty(value: str | None) -> str | None:
     """MLproject parameters cannot be absent: an empty string stands for "not given"."""
     return value or None
+
+
+def deployments_help(flow_name: str) -> str:
+    """For --help: the deployments of flow `flow_name` (prefect.yaml) with the parameters each one sets, and the
+    presets `args` go over. Reads files only (no prefect, no torch), so --help answers at once."""
+    from pathlib import Path
+
+    import yaml
+
+    from tasks.presets import describe
+
+    root = Path(__file__).resolve().parents[1]
+    lines = ["deployments (prefect.yaml; prefect deployment run NAME --watch --params '{...}'):"]
+    for d in yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]:
+        flow = d.get("entrypoint", "").split(":")[-1]
+        if flow != "node":  # started by the pretrain stage, never by hand
+            params = ", ".join(f"{k}={v}" for k, v in (d.get("parameters") or {}).items())
+            lines.append(f"  {flow}/{d['name']}: {params or 'no parameters of its own'}")
+            lines.append(f"    {d.get('description', '')}")
+    lines.append(f"  each option of python -m flows.{flow_name} above is a parameter of its deployments too "
+                 "(--model-type -> model_type; args as a JSON object)")
+    lines.append("presets (tasks/presets.py; --preset NAME, or the preset parameter; args go over them key by key):")
+    lines += [f"  {line}" for line in describe().splitlines()]
+    return "\n".join(lines)

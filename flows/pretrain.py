@@ -10,11 +10,46 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from prefect import flow
+from flows.common import deployments_help, none_if_empty
+
+
+def cli() -> argparse.ArgumentParser:
+    """The command line's options (built before the flow's imports, so --help answers at once)."""
+    p = argparse.ArgumentParser(prog="python -m flows.pretrain", description=__doc__.split("\n\n")[0],
+                                epilog=deployments_help("pretrain"),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", required=True, nargs="+")
+    p.add_argument("--model-type", default="bert")
+    p.add_argument("--model-name", type=none_if_empty)
+    p.add_argument("--args", default="{}", type=json.loads,
+                   help="LanguageModelingArgs fields as JSON, merged over the preset's")
+    p.add_argument("--preset", default="demo", help="named settings args go over: demo, small, base, none")
+    p.add_argument("--eval-corpus", nargs="*", help="default: a split of the corpus")
+    p.add_argument("--eval-fraction", type=float, default=0.05)
+    p.add_argument("--nproc-per-node", type=int, default=1)
+    p.add_argument("--experiment", default="pretrain")
+    p.add_argument("--register-as", type=none_if_empty, help="default: <corpus name>-<model type>")
+    p.add_argument("--refresh", action="store_true")
+    p.add_argument("--nnodes", default="1", help="machines to train on: a count, or an elastic MIN:MAX")
+    p.add_argument("--max-restarts", type=int, default=0)
+    p.add_argument("--rdzv-endpoint", type=none_if_empty, help="HOST:PORT (default: the first node publishes its own)")
+    p.add_argument("--rdzv-timeout", type=int, default=600)
+    p.add_argument("--node-deployment", help="default: node/torchrun")
+    p.add_argument("--downstream", nargs="*", help="labelled files or folders (rotten_tomatoes: the demo task)")
+    p.add_argument("--downstream-seeds", type=int, default=3)
+    p.add_argument("--downstream-learning-rates", type=float, nargs="*")
+    return p
+
+
+if __name__ == "__main__" and {"-h", "--help"} & set(sys.argv[1:]):
+    cli().parse_args()  # prints the help and exits before the imports below (torch, transformers: seconds)
+
+from prefect import flow  # noqa: E402 (after the --help fast path)
 from prefect.runtime import flow_run
 
-from flows.common import none_if_empty, use_running_server_or_temporary
+from flows.common import use_running_server_or_temporary
 from tasks import tracking
 from tasks.common import cached_call, logger, pipeline_home
 from tasks.corpus import (corpus_ready, describe_corpus, engine_args, prepare_corpus, reading_args,
@@ -107,28 +142,7 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m flows.pretrain", description=pretrain.description)
-    p.add_argument("--corpus", required=True, nargs="+")
-    p.add_argument("--model-type", default="bert")
-    p.add_argument("--model-name", type=none_if_empty)
-    p.add_argument("--args", default="{}", type=json.loads,
-                   help="LanguageModelingArgs fields as JSON, merged over the preset's")
-    p.add_argument("--preset", default="demo", help="named settings args go over: demo, small, base, none")
-    p.add_argument("--eval-corpus", nargs="*", help="default: a split of the corpus")
-    p.add_argument("--eval-fraction", type=float, default=0.05)
-    p.add_argument("--nproc-per-node", type=int, default=1)
-    p.add_argument("--experiment", default="pretrain")
-    p.add_argument("--register-as", type=none_if_empty, help="default: <corpus name>-<model type>")
-    p.add_argument("--refresh", action="store_true")
-    p.add_argument("--nnodes", default="1", help="machines to train on: a count, or an elastic MIN:MAX")
-    p.add_argument("--max-restarts", type=int, default=0)
-    p.add_argument("--rdzv-endpoint", type=none_if_empty, help="HOST:PORT (default: the first node publishes its own)")
-    p.add_argument("--rdzv-timeout", type=int, default=600)
-    p.add_argument("--node-deployment", default=NODE_DEPLOYMENT)
-    p.add_argument("--downstream", nargs="*", help="labelled files or folders (rotten_tomatoes: the demo task)")
-    p.add_argument("--downstream-seeds", type=int, default=3)
-    p.add_argument("--downstream-learning-rates", type=float, nargs="*")
-    ns = p.parse_args(argv)
+    ns = cli().parse_args(argv)
     eval_corpus = [c for c in ns.eval_corpus or [] if c] or None
     with use_running_server_or_temporary():
         out = pretrain(corpus=ns.corpus, model_type=ns.model_type, model_name=ns.model_name, args=ns.args,
@@ -136,7 +150,7 @@ def main(argv=None) -> None:
                        nproc_per_node=ns.nproc_per_node, experiment=ns.experiment, register_as=ns.register_as,
                        refresh=ns.refresh, nnodes=int(ns.nnodes) if ns.nnodes.isdigit() else ns.nnodes,
                        max_restarts=ns.max_restarts, rdzv_endpoint=ns.rdzv_endpoint,
-                       rdzv_timeout=ns.rdzv_timeout, node_deployment=ns.node_deployment,
+                       rdzv_timeout=ns.rdzv_timeout, node_deployment=ns.node_deployment or NODE_DEPLOYMENT,
                        downstream=ns.downstream or None, downstream_seeds=ns.downstream_seeds,
                        downstream_learning_rates=ns.downstream_learning_rates or None)
     print(json.dumps(out["metrics"]))

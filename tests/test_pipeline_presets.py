@@ -80,3 +80,18 @@ def test_deployments_and_mlproject_name_a_preset_instead_of_carrying_args():
     for entry in ("pretrain", "finetune"):
         assert project[entry]["parameters"]["preset"]["default"] == "demo"
         assert "--preset {preset}" in project[entry]["command"]
+
+
+def test_the_flows_help_answers_at_once_with_the_deployments_and_presets():
+    import subprocess
+    import sys
+    import time
+
+    start = time.time()
+    out = subprocess.run([sys.executable, "-m", "flows.pretrain", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60)
+    took = time.time() - start
+    assert out.returncode == 0 and took < 2.0, (took, out.stderr[-2000:])
+    assert "--preset" in out.stdout and "pretrain/from-scratch: corpus=lmcore/sample_data/train.txt" in out.stdout
+    assert "finetune/nightly:" in out.stdout and "demo: hidden 64, 2 layers" in out.stdout
+    assert "torch" not in out.stderr

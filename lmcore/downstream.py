@@ -39,6 +39,8 @@ DEFAULT_SEEDS = 3
 DEFAULT_ARGS = {"num_train_epochs": 3, "train_batch_size": 32, "eval_batch_size": 64, "max_seq_length": 128,
                 "warmup_ratio": 0.1}
 """Fine-tuning settings (ClassificationArgs) unless a task's `args` says otherwise; saving is the caller's."""
+NOT_IN_KEY = ("thread_count", "process_count", "dataloader_num_workers", "silent", "eval_batch_size")
+"""Settings that change how fast a fine-tuning runs, not what it computes: left out of the keys."""
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
@@ -113,8 +115,9 @@ class LabelledTask:
 
     def key(self, seeds: int, learning_rates, args: dict) -> str:
         """What a figure on this task depends on besides the model: the data, the split and the settings."""
+        settings = {k: v for k, v in fine_tune_args(self, args).items() if k not in NOT_IN_KEY}
         return _digest(self.data_hash, self.text_columns, [str(v) for v in self.labels], seeds,
-                       [float(x) for x in learning_rates], fine_tune_args(self, args))
+                       [float(x) for x in learning_rates], settings)
 
     def train_texts(self) -> list[str]:
         """The texts (no labels) of the training and validation rows: domain text to pretrain on that holds no

@@ -267,3 +267,37 @@ def test_figures_and_version_tags_name_every_arm():
     tags = version_tags(figures, {"rt": "abc"})
     assert tags["downstream.rt.accuracy"] == "0.7000" and tags["downstream.rt.task_key"] == "abc"
     assert tags["downstream.rt.learning_rate"] == "0.0005"
+
+
+def test_random_init_baseline_is_trained_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    """A real (tiny) fine-tuning: the first comparison trains both arms; a second pretrained model of the same
+    architecture and tokenizer (the next run of a sweep) trains only its own arm: constructing a classifier
+    for the baseline would raise."""
+    import lmcore
+    from lmcore.downstream import compare
+
+    task = load_task(TaskSpec(path=str(write(reviews(160), tmp_path / "r.csv")),
+                              args={"num_train_epochs": 1, "max_seq_length": 16, "train_batch_size": 16,
+                                    "thread_count": 1}))
+    lines = []
+    first = compare("bert", str(tiny_model(tmp_path / "a")), task, seeds=1, learning_rates=[5e-3],
+                    cache_dir=tmp_path / "cache", progress=lines.append)
+    assert not first["random_init"]["cached"] and len(list((tmp_path / "cache").glob("*.json"))) == 1
+    assert first["gain"] == pytest.approx(first["pretrained"]["accuracy"] - first["random_init"]["accuracy"])
+    assert [r["seed"] for r in first["pretrained"]["runs"]] == [0]
+    assert any("pretrained: seed 1/1, lr 0.005 (1/1): validation accuracy" in x for x in lines), lines
+
+    built = []
+    real = lmcore.ClassificationModel
+
+    def counting(*args, **kwargs):
+        assert not kwargs["args"].get("random_init"), "the random-init baseline was trained again"
+        built.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(lmcore, "ClassificationModel", counting)
+    second = compare("bert", str(tiny_model(tmp_path / "b", tokenizer_from=tmp_path / "a")), task, seeds=1,
+                     learning_rates=[5e-3], cache_dir=tmp_path / "cache", progress=lines.append)
+    assert second["random_init"]["cached"] and len(built) == 1
+    assert second["random_init"]["accuracy"] == first["random_init"]["accuracy"]
+    assert second["random_init_key"] == first["random_init_key"]

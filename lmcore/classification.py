@@ -12,7 +12,6 @@ feature layer (`lmcore.labelled`), one more objective (`lmcore.classify_objectiv
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 import transformers as hf
 
-from . import atomic, checkpoint, compat, dist, hardware, tracking
+from . import atomic, checkpoint, compat, dist, hardware
 from .args import ArgsError
 from .classification_args import ClassificationArgs
 from .classify_objective import ClassificationObjective, SequenceClassifierForTraining, spearman
@@ -30,7 +29,8 @@ from .evaluate import evaluate
 from .families import EncoderSource, apply_config_overrides, family_of, millions
 from .hub import from_pretrained
 from .labelled import LabelledRows, encode, infer_labels, label_ids, read_labelled
-from .model import NOT_RESTORED, _check_local_rank, _seed_everything, _warn_unused, _write_csv, progress_scores
+from .model import (NOT_RESTORED, _check_local_rank, _seed_everything, _warn_unused, apply_args, precision_settings,
+                    quiet_engine, report_evaluation, resume_folder, run_tracker, training_details, training_result)
 from .registry import MODEL_TYPES, get_model_type
 from .tokenizer import load_tokenizer, padding_id
 from .tracking import NullTracker
@@ -160,7 +160,7 @@ class ClassificationModel:
         labelled file). `kwargs`: metric functions `name=fn(labels, predictions)` for the evaluations during
         training. Returns (global_step, mean training loss), or (global_step, the evaluation scores dict of
         lists) when evaluating during training; `self.training_details` keeps the per-step history."""
-        self._apply_args(args)
+        apply_args(self.args, args, self._warned)
         if kwargs.pop("multi_label", False):
             raise ArgsError(_MULTI_LABEL)
         metric_fns = _metric_fns(kwargs)
@@ -187,22 +187,10 @@ class ClassificationModel:
         if eval_rows is not None:
             eval_features = self._features(eval_rows, eval_ids)
             evaluate_now = lambda: self._during_training(eval_features, eval_rows, metric_fns)  # noqa: E731
-        tracker = tracking.tracker_for(self.args, self.tracker)
-        try:
-            with self._quiet(self.args.silent):
-                state = self._fit(features, out, resume, tracker, evaluate_now)
-        finally:
-            if tracker is not self.tracker and hasattr(tracker, "close"):
-                tracker.close()
-        self.training_details = {"global_step": state.step, "train_loss": state.train_loss,
-                                 "learning_rate": state.learning_rate, "eval_history": state.eval_history,
-                                 "tokens_seen": state.tokens_seen, "stopped_early": state.stopped_early}
-        if self.args.evaluate_during_training:
-            scores = progress_scores(state.eval_history)
-            if dist.is_main() and not self.args.no_save:
-                _write_csv(out / "training_progress_scores.csv", scores)
-            return state.step, scores
-        return state.step, float(np.mean(state.train_loss)) if state.train_loss else float("nan")
+        with run_tracker(self.args, self.tracker) as tracker, quiet_engine(self.args.silent):
+            state = self._fit(features, out, resume, tracker, evaluate_now)
+        self.training_details = training_details(state)
+        return training_result(state, self.args, out)
 
     def _fit(self, features, out: Path, resume, tracker, evaluate_now):
         if dist.is_main():
@@ -210,13 +198,11 @@ class ClassificationModel:
                 out.mkdir(parents=True, exist_ok=True)
             tracker.log_params({"model_type": self.model_type, "num_labels": self.num_labels,
                                 "train_examples": len(features), "train_tokens": features.num_tokens})
-        precision = self.args.precision
         setup = TrainSetup(
             model=self._training_module(), objective=self._objective(), features=features, args=self.args,
             device=self.device, pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to,
             tracker=tracker, autocast=self._autocast, resume=resume, evaluate=evaluate_now,
-            grad_scaler=hardware.needs_grad_scaler(self.device, precision),
-            compute_dtype=str(hardware.autocast_dtype(self.device, precision) or torch.float32).split(".")[-1])
+            **precision_settings(self.device, self.args))
         state = fit(setup)
         self._resume_state = None
         if dist.is_main() and not self.args.no_save:
@@ -243,27 +229,13 @@ class ClassificationModel:
     def _uses_token_types(self) -> bool:
         return getattr(self.model.config, "type_vocab_size", 1) > 1
 
-    def _apply_args(self, args) -> None:
-        if not args:
-            return
-        self.args.update_from_dict(args.to_dict() if isinstance(args, ClassificationArgs) else args)
-        problems = self.args.problems()
-        if problems:
-            raise ArgsError("invalid settings:\n  " + "\n  ".join(problems))
-        compat.warn_inert(self.args, self._warned)
-
     def _find_resume(self, out: Path) -> dict | None:
-        wanted = self.args.resume_from_checkpoint
-        if not wanted:
+        if not self.args.resume_from_checkpoint:
             return self._resume_state
-        folder = checkpoint.latest(out) if wanted == "latest" else Path(wanted)
+        folder = resume_folder(self.args, out)
         if folder is None:
-            log.info("resume_from_checkpoint='latest': no complete checkpoint in %s, starting fresh", out)
             return None
-        if not checkpoint.is_checkpoint(folder):
-            raise ArgsError(f"resume_from_checkpoint={wanted!r}: {folder} is not a complete checkpoint")
-        saved = type(self.model).from_pretrained(str(folder))
-        self.model.load_state_dict(saved.state_dict())
+        self.model.load_state_dict(type(self.model).from_pretrained(str(folder)).state_dict())
         log.info("Resuming from %s", folder)
         return checkpoint.load_state(folder)
 
@@ -275,17 +247,6 @@ class ClassificationModel:
 
     def _autocast(self):
         return hardware.autocast(self.device, self.args.precision)
-
-    @contextlib.contextmanager
-    def _quiet(self, silent: bool):
-        engine = logging.getLogger("lmcore")
-        level = engine.level
-        if silent:
-            engine.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            engine.setLevel(level)
 
     # ---- evaluation and prediction ----------------------------------------------------------------------------
     def eval_model(self, eval_df, output_dir: str | None = None, verbose: bool = True, silent: bool = False,
@@ -301,21 +262,14 @@ class ClassificationModel:
         if not self._labels_fixed:
             self._use_labels(self._labels_for(rows))
         ids = label_ids(rows, self.args.labels_map, self.args.regression)
-        with self._quiet(silent or self.args.silent):
+        with quiet_engine(silent or self.args.silent):
             result, outputs, wrong = self._score(self._features(rows, ids), rows, metric_fns)
         self.results.update(result)
-        out = Path(output_dir or self.args.output_dir)
-        if dist.is_main():
-            if not self.args.no_save:
-                out.mkdir(parents=True, exist_ok=True)
-                write_results(out / "eval_results.txt", result)
-            if verbose:
-                log.info("Evaluation: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                                     for k, v in result.items()))
+        report_evaluation(self.args, result, output_dir, verbose)
         return result, outputs, wrong
 
     def _during_training(self, features, rows, metric_fns) -> dict:
-        with self._quiet(self.args.evaluate_during_training_silent):
+        with quiet_engine(self.args.evaluate_during_training_silent):
             return self._score(features, rows, metric_fns)[0]
 
     def _score(self, features, rows: LabelledRows | None, metric_fns: dict):
@@ -348,7 +302,7 @@ class ClassificationModel:
         pairs = bool(to_predict) and all(isinstance(t, (list, tuple)) and len(t) == 2 for t in to_predict)
         rows = LabelledRows("to_predict", [str(t[0]) if pairs else str(t) for t in to_predict],
                             [str(t[1]) for t in to_predict] if pairs else None, None)
-        with self._quiet(True):
+        with quiet_engine(True):
             _, outputs, _ = self._score(self._features(rows, None), None, {})
         if self.args.regression:
             return outputs[:, 0], outputs

@@ -152,26 +152,13 @@ class LanguageModelingModel:
         files = resolve_files(train_file, self.args.encoding, self.args.dataset_cache_dir)
         eval_files = (resolve_files(eval_file, self.args.encoding, self.args.dataset_cache_dir)
                       if eval_file is not None else None)
-        tracker = tracking.tracker_for(self.args, self.tracker)
         resume = self._find_resume(out)
         if not self.args.no_save:
             self._check_output_dir(out, resuming=resume is not None)
-        try:
-            with self._quiet_when_silent():
-                state = self._fit(files, eval_files, out, resume, tracker)
-        finally:
-            if tracker is not self.tracker and hasattr(tracker, "close"):
-                tracker.close()
-        self.training_details = {"global_step": state.step, "train_loss": state.train_loss,
-                                 "learning_rate": state.learning_rate, "eval_history": state.eval_history,
-                                 "tokens_seen": state.tokens_seen, "stopped_early": state.stopped_early}
-        mean_loss = sum(state.train_loss) / len(state.train_loss) if state.train_loss else float("nan")
-        if self.args.evaluate_during_training:
-            scores = progress_scores(state.eval_history)
-            if dist.is_main() and not self.args.no_save:
-                _write_csv(out / "training_progress_scores.csv", scores)
-            return state.step, scores
-        return state.step, mean_loss
+        with run_tracker(self.args, self.tracker) as tracker, self._quiet_when_silent():
+            state = self._fit(files, eval_files, out, resume, tracker)
+        self.training_details = training_details(state)
+        return training_result(state, self.args, out)
 
     def _fit(self, files, eval_files, out: Path, resume, tracker):
         block = self.block_size()
@@ -182,14 +169,10 @@ class LanguageModelingModel:
                 out.mkdir(parents=True, exist_ok=True)
             tracker.log_params({"model_type": self.model_type, "block_size": block,
                                 "train_examples": len(features), "train_tokens": features.num_tokens})
-        precision = self.args.precision
         setup = TrainSetup(
             model=self._training_module(), objective=self._objective(), features=features, args=self.args,
             device=self.device, pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to,
-            tracker=tracker, autocast=self._autocast,
-            grad_scaler=hardware.needs_grad_scaler(self.device, precision),
-            compute_dtype=str(hardware.autocast_dtype(self.device, precision) or torch.float32).split(".")[-1],
-            resume=resume, group_by_length=self.args.dataset_kind == "line_by_line",
+            tracker=tracker, autocast=self._autocast, **precision_settings(self.device, self.args), resume=resume, group_by_length=self.args.dataset_kind == "line_by_line",
             evaluate=(lambda: self._evaluate_during_training(eval_features)) if eval_features is not None else None)
         state = fit(setup)
         self._resume_state = None
@@ -201,39 +184,21 @@ class LanguageModelingModel:
         return state
 
     def _apply_args(self, args: dict | None) -> None:
-        if not args:
-            return
-        self.args.update_from_dict(args.to_dict() if isinstance(args, LanguageModelingArgs) else args)
-        problems = self.args.problems()
-        if problems:
-            raise ArgsError("invalid settings:\n  " + "\n  ".join(problems))
-        compat.warn_inert(self.args, self._warned)
+        apply_args(self.args, args, self._warned)
 
-    @contextlib.contextmanager
     def _quiet_when_silent(self, silent: bool = False):
         """`silent`: only warnings and errors from the engine while this runs."""
-        engine = logging.getLogger("lmcore")
-        level = engine.level
-        if silent or self.args.silent:
-            engine.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            engine.setLevel(level)
+        return quiet_engine(silent or self.args.silent)
 
     def _find_resume(self, out: Path) -> dict | None:
-        wanted = self.args.resume_from_checkpoint
-        if wanted:
-            folder = checkpoint.latest(out) if wanted == "latest" else Path(wanted)
-            if folder is None:
-                log.info("resume_from_checkpoint='latest': no complete checkpoint in %s, starting fresh", out)
-                return None
-            if not checkpoint.is_checkpoint(folder):
-                raise ArgsError(f"resume_from_checkpoint={wanted!r}: {folder} is not a complete checkpoint")
-            self.family.load_weights(self.model, folder)
-            log.info("Resuming from %s", folder)
-            return checkpoint.load_state(folder)
-        return self._resume_state
+        if not self.args.resume_from_checkpoint:
+            return self._resume_state
+        folder = resume_folder(self.args, out)
+        if folder is None:
+            return None
+        self.family.load_weights(self.model, folder)
+        log.info("Resuming from %s", folder)
+        return checkpoint.load_state(folder)
 
     def _check_output_dir(self, out: Path, resuming: bool) -> None:
         if out.exists() and any(out.iterdir()) and not self.args.overwrite_output_dir and not resuming:
@@ -270,14 +235,7 @@ class LanguageModelingModel:
             features = self._features(files, self.block_size(), "dev")
             result = self._evaluate_features(features)
         self.results.update(result)
-        out = Path(output_dir or self.args.output_dir)
-        if dist.is_main():
-            if not self.args.no_save:
-                out.mkdir(parents=True, exist_ok=True)
-                write_results(out / "eval_results.txt", result)
-            if verbose:
-                log.info("Evaluation: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                                     for k, v in result.items()))
+        report_evaluation(self.args, result, output_dir, verbose)
         return result
 
     def _evaluate_during_training(self, features) -> dict:
@@ -426,6 +384,93 @@ def _check_local_rank(local_rank: int) -> None:
                         "torch.distributed.launch, or leave local_rank at -1")
     if int(env) != local_rank:
         raise ArgsError(f"local_rank={local_rank} but the launcher says LOCAL_RANK={env}")
+
+
+@contextlib.contextmanager
+def run_tracker(args, tracker):
+    """`tracker` for one training run, with TensorBoard beside it when `args.tensorboard_dir` asks (closed after)."""
+    run = tracking.tracker_for(args, tracker)
+    try:
+        yield run
+    finally:
+        if run is not tracker and hasattr(run, "close"):
+            run.close()
+
+
+def precision_settings(device: torch.device, args) -> dict:
+    """TrainSetup's loss scaling and compute dtype under the precision rule of `args` on `device`."""
+    return {"grad_scaler": hardware.needs_grad_scaler(device, args.precision),
+            "compute_dtype": str(hardware.autocast_dtype(device, args.precision) or torch.float32).split(".")[-1]}
+
+
+def apply_args(settings, changes, warned: set) -> None:
+    """`train_model(args=...)`: set `changes` (a dict or a settings object) on `settings` for good, check them,
+    warn once about inert ones."""
+    if not changes:
+        return
+    settings.update_from_dict(changes.to_dict() if isinstance(changes, type(settings)) else changes)
+    problems = settings.problems()
+    if problems:
+        raise ArgsError("invalid settings:\n  " + "\n  ".join(problems))
+    compat.warn_inert(settings, warned)
+
+
+def resume_folder(args, out: Path) -> Path | None:
+    """The complete checkpoint `args.resume_from_checkpoint` names ("latest": the newest in `out`; None when there
+    is none yet)."""
+    wanted = args.resume_from_checkpoint
+    folder = checkpoint.latest(out) if wanted == "latest" else Path(wanted)
+    if folder is None:
+        log.info("resume_from_checkpoint='latest': no complete checkpoint in %s, starting fresh", out)
+        return None
+    if not checkpoint.is_checkpoint(folder):
+        raise ArgsError(f"resume_from_checkpoint={wanted!r}: {folder} is not a complete checkpoint")
+    return folder
+
+
+@contextlib.contextmanager
+def quiet_engine(silent: bool):
+    """With `silent`, only warnings and errors from the engine while the block runs."""
+    engine = logging.getLogger("lmcore")
+    level = engine.level
+    if silent:
+        engine.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        engine.setLevel(level)
+
+
+def report_evaluation(args, result: dict, output_dir: str | None, verbose: bool) -> None:
+    """On rank 0: `eval_results.txt` into `output_dir` (default args.output_dir; not with no_save) and, when
+    `verbose`, one log line of the results."""
+    if not dist.is_main():
+        return
+    if not args.no_save:
+        out = Path(output_dir or args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_results(out / "eval_results.txt", result)
+    if verbose:
+        log.info("Evaluation: %s", ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                             for k, v in result.items()))
+
+
+def training_details(state) -> dict:
+    """The per-step history of a finished `fit` (a front door's `training_details`)."""
+    return {"global_step": state.step, "train_loss": state.train_loss, "learning_rate": state.learning_rate,
+            "eval_history": state.eval_history, "tokens_seen": state.tokens_seen, "stopped_early": state.stopped_early}
+
+
+def training_result(state, args, out: Path) -> tuple:
+    """What `train_model` returns, as Simple Transformers does: (global_step, mean training loss), or
+    (global_step, the evaluation scores dict of lists) when evaluating during training (also written to
+    `training_progress_scores.csv`)."""
+    if args.evaluate_during_training:
+        scores = progress_scores(state.eval_history)
+        if dist.is_main() and not args.no_save:
+            _write_csv(out / "training_progress_scores.csv", scores)
+        return state.step, scores
+    return state.step, sum(state.train_loss) / len(state.train_loss) if state.train_loss else float("nan")
 
 
 def progress_scores(history: list[dict]) -> dict:

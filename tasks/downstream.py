@@ -20,7 +20,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
-from lmcore.downstream import (DEFAULT_LEARNING_RATES, DEFAULT_SEEDS, METRICS, TaskSpec, compare, encoder_folder,
+from lmcore.downstream import (DEFAULT_SEEDS, METRICS, TaskSpec, compare, default_learning_rates, encoder_folder,
                                fine_tune_args, load_task)
 
 from . import tracking
@@ -60,8 +60,8 @@ def downstream(model_type: str, model_dir: str, tasks: list, seeds: int = DEFAUL
     them) and compare with random initialisation. Returns {"figures": parent-run metrics, "tags": for the
     registered version, "task_keys", "results": per task}. `prefix` ("champion.") names a second model's figures
     on the same parent run."""
-    learning_rates = list(learning_rates or DEFAULT_LEARNING_RATES)
     encoder = encoder_folder(model_dir)  # a folder with no encoder fails here, before any fine-tuning
+    learning_rates = list(learning_rates or default_learning_rates(encoder))
     loaded = [load_task(TaskSpec.from_entry(e)) for e in tasks]
     figures, keys, results = {}, {}, {}
     for t in loaded:
@@ -179,7 +179,7 @@ def champion_downstream(champion: dict, model_type: str, model_dir: str, tasks: 
     now in this run (logged on the parent run as champion.downstream.<task>...)."""
     from .registry import recorded_downstream
 
-    learning_rates = list(learning_rates or DEFAULT_LEARNING_RATES)
+    learning_rates = list(learning_rates or default_learning_rates(model_dir))
     loaded = [load_task(TaskSpec.from_entry(e)) for e in tasks]
     keys = {t.name: t.key(seeds, learning_rates, fine_tune_args(t, None)) for t in loaded}
     recorded = recorded_downstream(champion, keys)

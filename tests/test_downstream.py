@@ -12,8 +12,9 @@ import pytest
 from pipeline_support import isolate
 
 from lmcore import ArgsError
-from lmcore.downstream import (LabelledDataError, TaskSpec, architecture_key, best_learning_rate, encoder_folder,
-                               find_columns, hash_fraction, load_task, sort_labels, summarise)
+from lmcore.downstream import (LabelledDataError, TaskSpec, architecture_key, best_learning_rate,
+                               default_learning_rates, encoder_folder, find_columns, hash_fraction, load_task,
+                               sort_labels, summarise)
 
 WORDS = "good bad plot film actor story boring great awful scene music dull brilliant mess".split()
 
@@ -188,6 +189,7 @@ def test_random_init_key_follows_architecture_tokenizer_and_task(tmp_path):
     assert architecture_key(tiny_model(tmp_path / "wide", hidden=48, tokenizer_from=a)) != architecture_key(a)
     # WordPiece training is not deterministic: a tokenizer trained again is another tokenizer, another baseline.
     assert architecture_key(tiny_model(tmp_path / "retrained")) != architecture_key(a)
+    assert default_learning_rates(a) == (1e-3, 2e-3, 5e-3)  # demo width (32 here, 64 in the demo)
     electra = tmp_path / "electra"
     (electra / "discriminator_model").mkdir(parents=True)
     for f in a.iterdir():

@@ -27,10 +27,9 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .classification_args import LABEL_COLUMNS
 from .electra import DISCRIMINATOR_DIR
 
-LABEL_COLUMNS = ("labels", "label")
-"""Where users keep labels: `labels` (Simple Transformers), `label` (Hugging Face datasets)."""
 PAIR_COLUMNS = ("text_a", "text_b")
 METRICS = ("accuracy", "f1", "mcc")
 LEARNING_RATES_BY_WIDTH = ((128, (1e-3, 2e-3, 5e-3)), (512, (1e-4, 3e-4, 1e-3)), (None, (2e-5, 5e-5, 1e-4)))

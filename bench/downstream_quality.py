@@ -80,6 +80,7 @@ def run(ns) -> dict:
                       + "\n")
     corpora = {"bundled": ROOT / "lmcore" / "sample_data" / "train.txt", "domain": domain}
     rows, started = [], time.time()
+    planned = len(ns.models) * len(ns.corpora) * len(ns.steps)
     for model_type in ns.models:
         for corpus in ns.corpora:
             for steps in ns.steps:
@@ -94,6 +95,12 @@ def run(ns) -> dict:
                              "random_init": _arm(r["random_init"]), "gain": r["gain"],
                              "baseline_cached": r["random_init"]["cached"]})
                 print(json.dumps(rows[-1]), flush=True)
+                if ns.write_results:  # each finished row is recorded at once: a long run on busy cores
+                    record({**summary(ns, task, corpora, rows, started), "planned": planned})
+    return summary(ns, task, corpora, rows, started)
+
+
+def summary(ns, task, corpora: dict, rows: list, started: float) -> dict:
     return {"date": datetime.date.today().isoformat(), "command": " ".join(["bench/downstream_quality.py",
                                                                              *ns.argv]),
             "machine": machine(), "seconds": time.time() - started, "quick": ns.quick,
@@ -139,6 +146,8 @@ def render(r: dict) -> str:
                     f"{b['accuracy']:.3f} ± {b['accuracy_std']:.3f} ({b['learning_rate']:g}) | "
                     f"**{x['gain']:+.3f}** | {_by_lr(p)} | {_by_lr(b)} | {x['finetune_s']:.0f}"
                     f"{' (baseline cached)' if x['baseline_cached'] else ''} |")
+    if r.get("planned", len(r["rows"])) > len(r["rows"]):
+        rows.append(f"| ... | {r['planned'] - len(r['rows'])} more row(s) of this run still running | | | | | | | | |")
     tail = ["", f"Machine: {m['cpu']}, {m['cores']} cores (shared; load average {m['load_average']:.1f} at the "
             f"end), bf16 flags: {', '.join(m['bf16_flags'])}; torch {m['torch']}, transformers {m['transformers']}; "
             f"lmcore commit {m['commit']}. Date: {r['date']}. Whole run: {r['seconds'] / 60:.1f} min. "
@@ -156,8 +165,8 @@ def parse(argv):
     p.add_argument("--corpora", nargs="+", default=["bundled", "domain"], choices=["bundled", "domain"])
     p.add_argument("--steps", nargs="+", type=int, default=[150, 600], help="the demo's steps and 4x")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--learning-rates", nargs="+", type=float, default=[1e-4, 5e-4, 2e-3])
-    p.add_argument("--max-train", type=int, default=3000, help="fine-tuning rows (a fixed subset)")
+    p.add_argument("--learning-rates", nargs="+", type=float, default=[1e-3, 2e-3, 5e-3])
+    p.add_argument("--max-train", type=int, default=2500, help="fine-tuning rows (a fixed subset)")
     p.add_argument("--epochs", type=int, default=3, help="fine-tuning epochs")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per process (default 1: on cores shared with other jobs one thread runs a "
@@ -182,9 +191,13 @@ def main(argv=None) -> int:
     results = run(ns)
     print(render(results))
     if ns.write_results:
-        RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
-        print(f"wrote {write_marked_section(render(results))} and {RESULTS_JSON}")
+        record(results)
     return 0
+
+
+def record(results: dict) -> None:
+    RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {write_marked_section(render(results))} and {RESULTS_JSON}", flush=True)
 
 
 if __name__ == "__main__":

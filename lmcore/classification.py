@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import transformers as hf
 
-from . import atomic, checkpoint, compat, dist, hardware
+from . import atomic, checkpoint, compat, console, dist, hardware
 from .args import ArgsError
 from .classification_args import ClassificationArgs
 from .classify_objective import ClassificationObjective, SequenceClassifierForTraining, spearman
@@ -56,6 +56,7 @@ class ClassificationModel:
         (default: from labels_list, else found in the training labels; 1 with regression). `weight`: one loss
         weight per class. `args={"random_init": True}` keeps the architecture and tokenizer of `model_name` and
         initialises every weight from the seed (the baseline that says whether pretraining helped)."""
+        console.show_progress()
         self.args = _initial_args(model_name, args)
         if kwargs.get("tokenizer_name"):
             self.args.tokenizer_name = kwargs.pop("tokenizer_name")
@@ -202,6 +203,8 @@ class ClassificationModel:
             model=self._training_module(), objective=self._objective(), features=features, args=self.args,
             device=self.device, pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to,
             tracker=tracker, autocast=self._autocast, resume=resume, evaluate=evaluate_now,
+            # Batches are drawn at random, not grouped by length: a label often goes with a length (a plot summary
+            # is long, a review snippet short), and length-grouped batches of one class learned worse here.
             **precision_settings(self.device, self.args))
         state = fit(setup)
         self._resume_state = None
@@ -319,7 +322,8 @@ class ClassificationModel:
         if self.args.labels_list and not self.args.regression:
             self.model.config.id2label = {i: str(label) for i, label in enumerate(self.args.labels_list)}
             self.model.config.label2id = {str(label): i for i, label in enumerate(self.args.labels_list)}
-        self.model.save_pretrained(str(folder))
+        with console.no_library_progress_bars():
+            self.model.save_pretrained(str(folder))
         self.tokenizer.save_pretrained(str(folder))
         self.args.save(str(folder))
 

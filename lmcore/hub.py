@@ -6,6 +6,8 @@ HF_HUB_OFFLINE=1) a name that is not in the local cache fails with an error that
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 
@@ -17,14 +19,30 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
+@contextlib.contextmanager
+def _no_load_report():
+    """transformers 5 prints a table of every unexpected and missing weight at each load (a warning); the front
+    doors say in one line what a load means (an LM head left out, a classification head initialised), and a
+    downstream stage loads a model per seed and learning rate: 18 tables of the same news."""
+    reporter = logging.getLogger("transformers.modeling_utils")
+    level = reporter.level
+    reporter.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        reporter.setLevel(level)
+
+
 def from_pretrained(cls, name: str, what: str = "model", **kwargs):
     """`cls.from_pretrained(name, **kwargs)` with a clear error when `name` cannot be found."""
     if os.path.isdir(name):
-        return cls.from_pretrained(name, **kwargs)
+        with _no_load_report():
+            return cls.from_pretrained(name, **kwargs)
     if name.startswith((".", "/", "~")) or os.path.exists(name):
         raise ModelNotFoundError(f"{what} {name!r}: no such directory")
     try:
-        return cls.from_pretrained(name, **kwargs)
+        with _no_load_report():
+            return cls.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as e:
         where = ("the hub is offline (HF_HUB_OFFLINE=1)" if hub_offline()
                  else "the hub could not be reached or has no such repository")

@@ -187,3 +187,26 @@ def test_a_script_that_configures_no_logging_still_shows_progress(corpus, tmp_pa
         assert "ETA" in step_lines[0] and "tokens/s" in step_lines[0]
         saved = next(line for line in out.splitlines() if "Saved the trained model" in line)
         assert "checkpoint-6 (" in saved and "checkpoint-12 (" in saved and "optimizer state" in saved
+
+
+def test_loading_an_encoder_for_a_task_says_so_in_one_line_not_a_table(tmp_path, capfd, caplog):
+    """transformers 5 prints a table of every missing and unexpected weight on each load; a downstream stage
+    loads one model per seed and learning rate. The engine's own line says what the load means."""
+    import transformers as hf
+
+    from lmcore import ClassificationModel
+
+    tok_dir = tmp_path / "mlm"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "warm", "cold", "day", "night", "a"]
+    tok_dir.mkdir()
+    (tok_dir / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    hf.BertTokenizerFast(vocab_file=str(tok_dir / "vocab.txt")).save_pretrained(str(tok_dir))
+    config = hf.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=32)
+    hf.BertForMaskedLM(config).save_pretrained(str(tok_dir))
+    with caplog.at_level(logging.INFO, logger="lmcore"):
+        ClassificationModel("bert", str(tok_dir), num_labels=2, args={"output_dir": str(tmp_path / "out")},
+                            use_cuda=False)
+    captured = capfd.readouterr()
+    assert "LOAD REPORT" not in captured.err + captured.out
+    assert "encoder loaded" in caplog.text and "fresh" in caplog.text

@@ -30,7 +30,7 @@ from .families import EncoderSource, apply_config_overrides, family_of, millions
 from .hub import from_pretrained
 from .labelled import LabelledRows, encode, infer_labels, label_ids, read_labelled
 from .model import (NOT_RESTORED, _check_local_rank, _seed_everything, _warn_unused, apply_args, precision_settings,
-                    quiet_engine, report_evaluation, resume_folder, run_tracker, training_details, training_result)
+                    quiet_engine, report_evaluation, resume_state, run_tracker, training_details, training_result)
 from .registry import MODEL_TYPES, get_model_type
 from .tokenizer import load_tokenizer, padding_id
 from .tracking import NullTracker
@@ -233,14 +233,8 @@ class ClassificationModel:
         return getattr(self.model.config, "type_vocab_size", 1) > 1
 
     def _find_resume(self, out: Path) -> dict | None:
-        if not self.args.resume_from_checkpoint:
-            return self._resume_state
-        folder = resume_folder(self.args, out)
-        if folder is None:
-            return None
-        self.model.load_state_dict(type(self.model).from_pretrained(str(folder)).state_dict())
-        log.info("Resuming from %s", folder)
-        return checkpoint.load_state(folder)
+        return resume_state(self.args, out, self._resume_state, lambda folder: self.model.load_state_dict(
+            type(self.model).from_pretrained(str(folder)).state_dict()))
 
     def _training_module(self) -> torch.nn.Module:
         return SequenceClassifierForTraining(self.model, self.args.regression, self.weight)

@@ -191,14 +191,8 @@ class LanguageModelingModel:
         return quiet_engine(silent or self.args.silent)
 
     def _find_resume(self, out: Path) -> dict | None:
-        if not self.args.resume_from_checkpoint:
-            return self._resume_state
-        folder = resume_folder(self.args, out)
-        if folder is None:
-            return None
-        self.family.load_weights(self.model, folder)
-        log.info("Resuming from %s", folder)
-        return checkpoint.load_state(folder)
+        return resume_state(self.args, out, self._resume_state,
+                            lambda folder: self.family.load_weights(self.model, folder))
 
     def _check_output_dir(self, out: Path, resuming: bool) -> None:
         if out.exists() and any(out.iterdir()) and not self.args.overwrite_output_dir and not resuming:
@@ -415,17 +409,22 @@ def apply_args(settings, changes, warned: set) -> None:
     compat.warn_inert(settings, warned)
 
 
-def resume_folder(args, out: Path) -> Path | None:
-    """The complete checkpoint `args.resume_from_checkpoint` names ("latest": the newest in `out`; None when there
-    is none yet)."""
+def resume_state(args, out: Path, pending: dict | None, load_weights) -> dict | None:
+    """What train_model continues from: the checkpoint `args.resume_from_checkpoint` names ("latest": the newest
+    complete one in `out`, or a fresh start when there is none yet), its weights loaded by `load_weights(folder)`;
+    without the setting, `pending` (the state of a checkpoint the model was built from, if any)."""
     wanted = args.resume_from_checkpoint
+    if not wanted:
+        return pending
     folder = checkpoint.latest(out) if wanted == "latest" else Path(wanted)
     if folder is None:
         log.info("resume_from_checkpoint='latest': no complete checkpoint in %s, starting fresh", out)
         return None
     if not checkpoint.is_checkpoint(folder):
         raise ArgsError(f"resume_from_checkpoint={wanted!r}: {folder} is not a complete checkpoint")
-    return folder
+    load_weights(folder)
+    log.info("Resuming from %s", folder)
+    return checkpoint.load_state(folder)
 
 
 @contextlib.contextmanager

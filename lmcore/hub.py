@@ -21,16 +21,22 @@ def hub_offline() -> bool:
 
 @contextlib.contextmanager
 def _no_load_report():
-    """transformers 5 prints a table of every unexpected and missing weight at each load (a warning); the front
-    doors say in one line what a load means (an LM head left out, a classification head initialised), and a
-    downstream stage loads a model per seed and learning rate: 18 tables of the same news."""
-    reporter = logging.getLogger("transformers.modeling_utils")
-    level = reporter.level
-    reporter.setLevel(logging.ERROR)
+    """transformers 5 prints, at each load, a "Loading weights" bar, a table of every unexpected and missing weight
+    and (once a process group exists) "layers were not sharded": warnings about nothing wrong. The front doors say
+    in one line what a load means (an LM head left out, a classification head initialised), and a downstream stage
+    loads a model per seed and learning rate: 18 copies of the same news. Errors still raise."""
+    from transformers.utils import logging as hf_logging
+
+    library = logging.getLogger("transformers")
+    level, bars = library.level, hf_logging.is_progress_bar_enabled()
+    library.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        reporter.setLevel(level)
+        library.setLevel(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def from_pretrained(cls, name: str, what: str = "model", **kwargs):

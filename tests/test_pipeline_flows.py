@@ -209,6 +209,9 @@ def test_failing_run_is_failed_in_mlflow_and_not_retried(home, case, config, rea
     (parent,) = client.search_runs([exp.experiment_id], "tags.stage = 'pretrain'")
     assert parent.info.status == "FAILED" and re.search(reason, parent.data.tags["error"])
     children = child_runs(client, parent.info.run_id)
+    if case == "transformers-refuses":  # found on the meta device before any stage ran (tasks.inputs.shape_problems)
+        assert not children
+        return
     assert [r.info.status for r in children["pretrain"]] == ["FAILED"]  # bad settings: one attempt only
     assert all(r.info.status == "FINISHED" for r in children.get("prepare_corpus", []))
 

@@ -75,7 +75,7 @@ def test_a_simple_transformers_script_runs_with_only_the_import_changed(tmp_path
     rows = [[t, "warm"] for t in WARM] + [[t, "cold"] for t in COLD] + [[t, "calm"] for t in CALM]
     multi = pd.DataFrame(rows * 3, columns=["text", "labels"])
     out = tmp_path / "multi"
-    model = ClassificationModel("bert", mlm_dir, args=fast(tmp_path, output_dir=str(out), max_steps=60),
+    model = ClassificationModel("bert", mlm_dir, args=fast(tmp_path, output_dir=str(out), max_steps=150),
                                 use_cuda=False)
     model.train_model(multi)
     result, model_outputs, _ = model.eval_model(multi, n_rows=lambda labels, preds: len(labels))

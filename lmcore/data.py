@@ -558,6 +558,37 @@ def epoch_batches(features: Features, batch_size: int, seed: int, epoch: int, ra
     return [step[i:i + per_micro][rank::world] for step in steps for i in range(0, len(step), per_micro)]
 
 
+def split_by_length(lengths: np.ndarray, indices, most: int = 4) -> list[list[int]]:
+    """A micro-batch's examples as up to `most` chunks of similar length, each to be padded only to its own
+    longest, where that saves padding: one long text (a plot summary among review snippets) no longer pads every
+    other example of its batch to its length. The step's examples, their masks (seeded per example) and the
+    step's loss (each term summed, then divided by the step's counts) are the same however the batch is cut; only
+    the padded positions computed change. A chunk must save at least two of the longest rows' worth of padding
+    (what another, smaller forward and backward pass costs); equal lengths (blocks of `simple`) stay one chunk.
+    Deterministic: sorted by (length, example number)."""
+    order = sorted((int(i) for i in indices), key=lambda i: (int(lengths[i]), i))
+    chunks = [order]
+    overhead = 2 * int(lengths[order[-1]]) if order else 0
+    while len(chunks) < most:
+        best = None  # (saving, chunk number, cut)
+        for c, chunk in enumerate(chunks):
+            sizes = np.array([int(lengths[i]) for i in chunk])
+            m = len(sizes)
+            if m < 2:
+                continue
+            cuts = np.arange(1, m)
+            cost = cuts * sizes[cuts - 1] + (m - cuts) * sizes[-1]  # first part padded to its longest, then the rest
+            j = int(np.argmin(cost))
+            saving = m * int(sizes[-1]) - int(cost[j]) - overhead
+            if saving > 0 and (best is None or saving > best[0]):
+                best = (saving, c, int(cuts[j]))
+        if best is None:
+            break
+        _, c, cut = best
+        chunks[c:c + 1] = [chunks[c][:cut], chunks[c][cut:]]
+    return chunks
+
+
 def collate(features: Features, indices, pad_id: int, score: bool = False) -> dict[str, torch.Tensor]:
     """Pad examples to the longest in the batch: input_ids and attention_mask, shape (batch, length), and each
     row's example number (`index`, what its masks are seeded by).

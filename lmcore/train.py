@@ -21,7 +21,7 @@ import torch
 
 from . import atomic, checkpoint, dist, hardware, optim
 from .args import ArgsError, LanguageModelingArgs
-from .data import Features, collate, epoch_batches
+from .data import Features, collate, epoch_batches, split_by_length
 from .evaluate import batch_generator
 from .objectives import to_device
 
@@ -113,7 +113,7 @@ def fit(run: TrainSetup) -> State:
             multiplier = optim.lr_multiplier(args, state.step, total, warmup)
             optim.set_learning_rates(optimizer, multiplier)
             lr = args.learning_rate * multiplier  # what is logged: custom groups scale their own rates alike
-            micro = source.step(state.epoch, state.position)
+            micro, used = source.step(state.epoch, state.position)
             if main and progress.flops_per_position is None:
                 with progress.paused():  # one extra forward/backward, not training: kept out of the rate
                     progress.flops_per_position = hardware.measured_flops_per_position(
@@ -151,7 +151,7 @@ def fit(run: TrainSetup) -> State:
             optimizer.zero_grad(set_to_none=True)
             step_tokens = sum(p["tokens"] for p in micro) * dist.world()
             state.step += 1
-            state.position += len(micro)
+            state.position += used
             state.tokens_seen += step_tokens
             state.learning_rate.append(lr)
             epoch_done = state.position >= micro_per_epoch
@@ -205,6 +205,7 @@ class _MicroBatches:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmcore-batches")
         self.pending: tuple | None = None
         self.epoch_order: dict[int, list] = {}
+        self.lengths = run.features.lengths()
 
     def _batches(self, epoch: int) -> list:
         if epoch not in self.epoch_order:
@@ -214,31 +215,36 @@ class _MicroBatches:
                                                      self.accumulate)}
         return self.epoch_order[epoch]
 
-    def _prepare(self, epoch: int, group: list) -> list[dict]:
+    def _prepare(self, epoch: int, group: list) -> tuple[list[dict], int]:
+        """(the step's prepared chunks, the micro-batches of the epoch's order they hold): each micro-batch of
+        examples of differing lengths is cut into chunks of similar length (data.split_by_length)."""
         out = []
         for indices in group:
-            batch = collate(self.run.features, indices, self.run.pad_id)
-            seed = self.run.args.seed
-            prepared = self.run.objective.prepare(batch, lambda i: batch_generator(seed, epoch, i))
-            prepared["tokens"] = int(batch["attention_mask"].sum())
-            if self.pin:
-                prepared = {k2: v.pin_memory() if isinstance(v, torch.Tensor) else v for k2, v in prepared.items()}
-            out.append(prepared)
-        return out
+            for chunk in split_by_length(self.lengths, indices):
+                batch = collate(self.run.features, chunk, self.run.pad_id)
+                seed = self.run.args.seed
+                prepared = self.run.objective.prepare(batch, lambda i: batch_generator(seed, epoch, i))
+                prepared["tokens"] = int(batch["attention_mask"].sum())
+                if self.pin:
+                    prepared = {k2: v.pin_memory() if isinstance(v, torch.Tensor) else v
+                                for k2, v in prepared.items()}
+                out.append(prepared)
+        return out, len(group)
 
-    def step(self, epoch: int, position: int) -> list[dict]:
+    def step(self, epoch: int, position: int) -> tuple[list[dict], int]:
+        """(the prepared chunks of the step at `position`, how many micro-batches of the epoch's order it used)."""
         key = (epoch, position)
         if self.pending is not None and self.pending[0] == key:
-            micro = self.pending[1].result()
+            micro, used = self.pending[1].result()
         else:
-            micro = self._prepare(epoch, self._batches(epoch)[position:position + self.accumulate])
-        following = position + len(micro)
+            micro, used = self._prepare(epoch, self._batches(epoch)[position:position + self.accumulate])
+        following = position + used
         batches = self._batches(epoch)
         self.pending = None
         if following < len(batches):
             group = batches[following:following + self.accumulate]
             self.pending = ((epoch, following), self.pool.submit(self._prepare, epoch, group))
-        return micro
+        return micro, used
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)

@@ -144,3 +144,56 @@ def test_a_non_finite_step_inside_a_logging_window_is_skipped_and_named(tmp_path
     assert all(torch.equal(seen["before"][n], seen["after"][n]) for n in seen["before"])
     out = Path(args["output_dir"])
     assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-4").exists()
+
+
+def test_a_batch_is_cut_into_chunks_of_similar_length_only_where_that_saves_padding():
+    import numpy as np
+
+    from lmcore.data import split_by_length
+
+    lengths = np.array([20] * 31 + [128])  # review snippets and one plot summary
+    chunks = split_by_length(lengths, range(32))
+    assert sorted(i for c in chunks for i in c) == list(range(32))
+    padded = sum(len(c) * max(lengths[c]) for c in chunks)
+    assert len(chunks) == 2 and padded == 31 * 20 + 128 < 32 * 128
+    assert split_by_length(np.full(32, 64), range(32)) == [list(range(32))]  # blocks of `simple`: one chunk
+    assert len(split_by_length(lengths, range(32), most=1)) == 1
+
+
+def test_cutting_a_step_by_length_leaves_its_gradient_as_it_was(tmp_path, monkeypatch):
+    """One step on texts of very different lengths, cut into chunks or padded whole: the same weights after it
+    (every example weighs the same in the step's loss however the step is cut)."""
+    import pandas as pd
+
+    from lmcore import ClassificationModel, data
+
+    texts = [" ".join(sample_lines("train.txt", 40)[i].split()[:4]) for i in range(30)]
+    texts += [" ".join(" ".join(sample_lines("train.txt", 60)[40:]).split()[:60])] * 2
+    frame = pd.DataFrame({"text": texts, "labels": [i % 2 for i in range(32)]})
+    lm = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, max_steps=1),
+                               train_files=str(_write(tmp_path, sample_lines("train.txt", 400))))
+    lm.train_model(str(tmp_path / "lines.txt"))
+    after = {}
+    for name, split in (("cut", data.split_by_length), ("whole", lambda lengths, idx, most=4: [list(idx)])):
+        monkeypatch.setattr(train, "split_by_length", split)
+        args = {"max_steps": 1, "train_batch_size": 32, "learning_rate": 1e-2, "warmup_ratio": 0.0, "mixed_precision": "no",
+                "output_dir": str(tmp_path / name), "config": {"hidden_dropout_prob": 0.0,
+                                                              "attention_probs_dropout_prob": 0.0}}
+        model = ClassificationModel("bert", str(tmp_path / "out-bert"), num_labels=2, args=args, use_cuda=False)
+        calls: list = []
+        monkeypatch.setattr(train, "collate", lambda *a, _c=data.collate, _calls=calls, **k:
+                            _calls.append(len(a[1])) or _c(*a, **k))
+        model.train_model(frame)
+        after[name] = ({k: v.clone() for k, v in model.model.state_dict().items()}, calls)
+    assert len(after["cut"][1]) > 1 and sum(after["cut"][1]) == 32 and after["whole"][1] == [32]
+    fresh = ClassificationModel("bert", str(tmp_path / "out-bert"), num_labels=2, args=args, use_cuda=False)
+    moved = [k for k, v in fresh.model.state_dict().items() if not torch.equal(v, after["whole"][0][k])]
+    assert len(moved) > 10  # the step did change the weights (a learning rate of 0 would pass trivially)
+    for k, v in after["whole"][0].items():
+        torch.testing.assert_close(after["cut"][0][k], v, rtol=1e-4, atol=1e-6)
+
+
+def _write(tmp_path, lines):
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path

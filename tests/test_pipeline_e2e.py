@@ -69,10 +69,11 @@ def mlflow_client(stack):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def parent_of(client, register_as: str, experiment: str = "pretrain"):
+def parent_of(client, register_as: str, experiment: str = "pretrain", status: str | None = None):
+    """The one parent run registering as `register_as` (with `status`: the one in that state)."""
     exp = client.get_experiment_by_name(experiment)
-    (run,) = client.search_runs([exp.experiment_id],
-                                f"tags.stage = 'pretrain' and params.register_as = '{register_as}'")
+    where = f"tags.stage = 'pretrain' and params.register_as = '{register_as}'"
+    (run,) = client.search_runs([exp.experiment_id], where + (f" and attributes.status = '{status}'" if status else ""))
     return run
 
 
@@ -189,7 +190,8 @@ def test_readme_blocks_marked_runnable_run_as_written(stack):
         said[code] = out.stdout + out.stderr
     watched = next(v for k, v in said.items() if "text_column" in k)
     assert "settings: preset 'demo' with args ['config', 'max_steps', 'text_column'] over it" in watched
-    run = parent_of(mlflow_client(stack), "copyrights-bert")
+    # The failing-runs test's missing-column run used a folder of that name too (FAILED): this one finished.
+    run = parent_of(mlflow_client(stack), "copyrights-bert", status="FINISHED")
     assert (run.data.params["args.config.hidden_size"], run.data.params["args.config.num_hidden_layers"]) == \
         ("64", "1")
     table = next(v for k, v in said.items() if "load_table" in k)

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 ADMIN = os.environ.get("LMCORE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 RDZV_TIMEOUT = 30
 ARGS = {"vocab_size": 500, "max_seq_length": 64, "train_batch_size": 8, "max_steps": 30, "learning_rate": 1e-3,
-        "save_steps": 10, "logging_steps": 10, "mixed_precision": "no",
+        "save_steps": 10, "save_total_limit": 3, "logging_steps": 10, "mixed_precision": "no",
         "config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}}
 TIMINGS: dict = {}
 

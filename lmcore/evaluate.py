@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from . import dist
-from .data import Features, collate
+from .batches import collate
+from .data import Features
 from .objectives import to_device
 
 EVAL_SEED_SALT = 7919

@@ -21,7 +21,8 @@ import torch
 
 from . import atomic, checkpoint, dist, hardware, optim
 from .args import ArgsError, LanguageModelingArgs
-from .data import Features, collate, epoch_batches, split_by_length
+from .batches import collate, epoch_batches, split_by_length
+from .data import Features
 from .evaluate import batch_generator
 from .objectives import to_device
 
@@ -217,7 +218,7 @@ class _MicroBatches:
 
     def _prepare(self, epoch: int, group: list) -> tuple[list[dict], int]:
         """(the step's prepared chunks, the micro-batches of the epoch's order they hold): each micro-batch of
-        examples of differing lengths is cut into chunks of similar length (data.split_by_length)."""
+        examples of differing lengths is cut into chunks of similar length (batches.split_by_length)."""
         out = []
         for indices in group:
             for chunk in split_by_length(self.lengths, indices):

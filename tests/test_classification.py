@@ -115,7 +115,7 @@ def test_text_pairs_are_one_sequence_with_token_types(tmp_path, mlm_dir):
         [[a, b, 0] for a, b in zip(WARM, COLD)] + [[b, a, 0] for a, b in zip(WARM, COLD)]
     frame = pd.DataFrame(pairs * 2, columns=["text_a", "text_b", "labels"])
     model = ClassificationModel("bert", mlm_dir, args=fast(tmp_path, max_steps=5), use_cuda=False)
-    from lmcore.data import collate
+    from lmcore.batches import collate
     from lmcore.labelled import read_labelled
 
     rows = read_labelled(frame.head(1), model.args, "pairs")

@@ -8,7 +8,8 @@ import pytest
 
 from lmcore import CorpusError, LanguageModelingModel
 from lmcore.corpus import MAX_SEGMENT, CorpusStats, iter_corpus, iter_lines, resolve_files
-from lmcore.data import collate, epoch_batches, load_features
+from lmcore.batches import collate, epoch_batches
+from lmcore.data import load_features
 from tests.conftest import sample_lines, tiny_args
 
 

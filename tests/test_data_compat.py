@@ -17,7 +17,8 @@ import transformers as hf
 
 from lmcore import CorpusError, LanguageModelingArgs, LanguageModelingModel
 from lmcore.corpus import iter_lines, resolve_files
-from lmcore.data import collate, features_for
+from lmcore.batches import collate
+from lmcore.data import features_for
 from lmcore.evaluate import evaluate
 from lmcore.objectives import LanguageModelForTraining, LanguageModelObjective
 from tests.conftest import sample_lines, tiny_args

@@ -117,7 +117,7 @@ def test_model_flops_are_counted_from_the_kernels_the_model_runs(corpus, tmp_pat
     import torch
 
     from lmcore import hardware
-    from lmcore.data import collate
+    from lmcore.batches import collate
     from lmcore.objectives import to_device
 
     model = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path), train_files=corpus["train"])

@@ -149,7 +149,7 @@ def test_a_non_finite_step_inside_a_logging_window_is_skipped_and_named(tmp_path
 def test_a_batch_is_cut_into_chunks_of_similar_length_only_where_that_saves_padding():
     import numpy as np
 
-    from lmcore.data import split_by_length
+    from lmcore.batches import split_by_length
 
     lengths = np.array([20] * 31 + [128])  # review snippets and one plot summary
     chunks = split_by_length(lengths, range(32))
@@ -165,7 +165,7 @@ def test_cutting_a_step_by_length_leaves_its_gradient_as_it_was(tmp_path, monkey
     (every example weighs the same in the step's loss however the step is cut)."""
     import pandas as pd
 
-    from lmcore import ClassificationModel, data
+    from lmcore import ClassificationModel, batches
 
     texts = [" ".join(sample_lines("train.txt", 40)[i].split()[:4]) for i in range(30)]
     texts += [" ".join(" ".join(sample_lines("train.txt", 60)[40:]).split()[:60])] * 2
@@ -174,14 +174,14 @@ def test_cutting_a_step_by_length_leaves_its_gradient_as_it_was(tmp_path, monkey
                                train_files=str(_write(tmp_path, sample_lines("train.txt", 400))))
     lm.train_model(str(tmp_path / "lines.txt"))
     after = {}
-    for name, split in (("cut", data.split_by_length), ("whole", lambda lengths, idx, most=4: [list(idx)])):
+    for name, split in (("cut", batches.split_by_length), ("whole", lambda lengths, idx, most=4: [list(idx)])):
         monkeypatch.setattr(train, "split_by_length", split)
         args = {"max_steps": 1, "train_batch_size": 32, "learning_rate": 1e-2, "warmup_ratio": 0.0, "mixed_precision": "no",
                 "output_dir": str(tmp_path / name), "config": {"hidden_dropout_prob": 0.0,
                                                               "attention_probs_dropout_prob": 0.0}}
         model = ClassificationModel("bert", str(tmp_path / "out-bert"), num_labels=2, args=args, use_cuda=False)
         calls: list = []
-        monkeypatch.setattr(train, "collate", lambda *a, _c=data.collate, _calls=calls, **k:
+        monkeypatch.setattr(train, "collate", lambda *a, _c=batches.collate, _calls=calls, **k:
                             _calls.append(len(a[1])) or _c(*a, **k))
         grads: list = []  # the step's gradients, as the optimizer gets them (AdamW's first step is ~sign(g))
 

@@ -119,7 +119,8 @@ def cmd_padding(ns) -> dict:
     padding of shuffled batches (what a DataCollatorWithPadding over a shuffled DataLoader does)."""
     import numpy as np
 
-    from lmcore.data import collate, epoch_batches, load_features
+    from lmcore.batches import collate, epoch_batches
+    from lmcore.data import load_features
     from lmcore.tokenizer import load_tokenizer, padding_id
 
     tok = load_tokenizer(ns.tokenizer)

@@ -140,9 +140,12 @@ def _run(command: str, spec: RunSpec, LanguageModelingModel, dist, tracker) -> d
         raise ArgsError(f"model settings: {e}") from e
     result: dict = {}
     if command == "train":
-        step, _ = model.train_model(spec.train_files, eval_file=spec.eval_files or None)
+        step, _ = model.train_model(spec.train_files, eval_file=spec.eval_files or None,
+                                    on_evaluation=_evaluation_hook(spec.on_evaluation, dist.is_main()))
         result["global_step"] = step
         result["tokens_seen"] = model.training_details["tokens_seen"]
+        if model.training_details.get("stopped_by"):
+            result["stopped_by"] = model.training_details["stopped_by"]
     if spec.eval_files and (command == "eval" or spec.final_eval):
         result.update(model.eval_model(spec.eval_files))
     if dist.is_main():
@@ -150,6 +153,26 @@ def _run(command: str, spec: RunSpec, LanguageModelingModel, dist, tracker) -> d
         if spec.result_file:
             write_text(spec.result_file, json.dumps(result, indent=2))
     return result
+
+
+def _evaluation_hook(hook: dict | None, main: bool):
+    """The callable a run spec's `on_evaluation` names ("package.module:factory" and its kwargs), or None. Only
+    the main process calls it; the others get a stand-in, so that every process takes part in sharing its answer."""
+    if not hook:
+        return None
+    if not main:
+        return lambda step, result: None
+    import importlib
+
+    from lmcore import ArgsError
+
+    target = str(hook.get("hook", ""))
+    module, _, name = target.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ArgsError(f"run spec on_evaluation: cannot import {target!r} ({e})") from None
+    return factory(**(hook.get("kwargs") or {}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -137,10 +137,13 @@ class LanguageModelingModel:
 
     # ---- training ---------------------------------------------------------------------------------------------
     def train_model(self, train_file, output_dir: str | None = None, show_running_loss: bool = True,
-                    args: dict | None = None, eval_file=None, verbose: bool = True, **kwargs):
+                    args: dict | None = None, eval_file=None, verbose: bool = True, on_evaluation=None, **kwargs):
         """Train on `train_file` (a file, a directory or a list). `args` changes settings for good. Returns
         (global_step, mean training loss), or (global_step, the evaluation scores dict of lists) when evaluating
-        during training, as Simple Transformers does; `self.training_details` keeps the per-step history."""
+        during training, as Simple Transformers does; `self.training_details` keeps the per-step history.
+        `on_evaluation(step, results)`: called after each evaluation during training (main process); a non-empty
+        answer stops training there, as its reason (`training_details["stopped_by"]`); the model is saved as
+        at any other end."""
         self._apply_args(args)
         _warn_unused(kwargs, "train_model()")
         out = Path(output_dir or self.args.output_dir)
@@ -156,11 +159,11 @@ class LanguageModelingModel:
         if not self.args.no_save:
             self._check_output_dir(out, resuming=resume is not None)
         with run_tracker(self.args, self.tracker) as tracker, self._quiet_when_silent():
-            state = self._fit(files, eval_files, out, resume, tracker)
+            state = self._fit(files, eval_files, out, resume, tracker, on_evaluation)
         self.training_details = training_details(state)
         return training_result(state, self.args, out)
 
-    def _fit(self, files, eval_files, out: Path, resume, tracker):
+    def _fit(self, files, eval_files, out: Path, resume, tracker, on_evaluation=None):
         block = self.block_size()
         features = self._features(files, block, "train")
         eval_features = self._features(eval_files, block, "dev") if eval_files else None
@@ -173,7 +176,8 @@ class LanguageModelingModel:
             model=self._training_module(), objective=self._objective(), features=features, args=self.args,
             device=self.device, pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to,
             tracker=tracker, autocast=self._autocast, **precision_settings(self.device, self.args), resume=resume, group_by_length=self.args.dataset_kind == "line_by_line",
-            evaluate=(lambda: self._evaluate_during_training(eval_features)) if eval_features is not None else None)
+            evaluate=(lambda: self._evaluate_during_training(eval_features)) if eval_features is not None else None,
+            on_evaluation=on_evaluation)
         state = fit(setup)
         self._resume_state = None
         if dist.is_main() and not self.args.no_save:
@@ -457,7 +461,8 @@ def report_evaluation(args, result: dict, output_dir: str | None, verbose: bool)
 def training_details(state) -> dict:
     """The per-step history of a finished `fit` (a front door's `training_details`)."""
     return {"global_step": state.step, "train_loss": state.train_loss, "learning_rate": state.learning_rate,
-            "eval_history": state.eval_history, "tokens_seen": state.tokens_seen, "stopped_early": state.stopped_early}
+            "eval_history": state.eval_history, "tokens_seen": state.tokens_seen, "stopped_early": state.stopped_early,
+            "stopped_by": state.stopped_by}
 
 
 def training_result(state, args, out: Path) -> tuple:

@@ -34,6 +34,11 @@ class RunSpec:
     """{path: [size, mtime_ns, sha256]} the launcher already computed (lmcore.corpus.known_file_hashes): the
     processes skip re-reading the corpus to hash it."""
 
+    on_evaluation: dict | None = None
+    """{"hook": "package.module:factory", "kwargs": {...}}: `factory(**kwargs)` (imported on every process, called
+    on the main one) returns the callable `train_model` hands each evaluation to (lmcore.train.TrainSetup): how a
+    sweep reports a trial's evaluations and stops it when it is clearly behind."""
+
     @classmethod
     def from_dict(cls, values: dict) -> "RunSpec":
         known = {f.name for f in dataclasses.fields(cls)}

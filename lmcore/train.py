@@ -56,6 +56,9 @@ class TrainSetup:
     """Scale the loss (CUDA fp16 autocast): fp16 gradients underflow otherwise."""
     compute_dtype: str = "float32"
     """The dtype matmuls run in (autocast's), for FLOPs utilisation against that dtype's measured peak."""
+    on_evaluation: Callable[[int, dict], str | None] | None = None
+    """Called on the main process after each evaluation with (step, results); a non-empty answer stops training
+    there on every process, with that answer as the reason (a sweep stops a trial that is clearly behind)."""
 
 
 @dataclass
@@ -72,6 +75,8 @@ class State:
     """Best value of `early_stopping_metric` so far (the best model's)."""
     evals_without_improvement: int = 0
     stopped_early: bool = False
+    stopped_by: str | None = None
+    """Why `on_evaluation` stopped training, when it did."""
 
 
 def plan(features: Features, args: LanguageModelingArgs) -> tuple[int, int]:
@@ -110,7 +115,7 @@ def fit(run: TrainSetup) -> State:
     window = _Window(run.objective, tracker if main else None, args.learning_rate)
     source = _MicroBatches(run)
     try:
-        while state.step < total and not state.stopped_early:
+        while state.step < total and not state.stopped_early and not state.stopped_by:
             multiplier = optim.lr_multiplier(args, state.step, total, warmup)
             optim.set_learning_rates(optimizer, multiplier)
             lr = args.learning_rate * multiplier  # what is logged: custom groups scale their own rates alike
@@ -356,6 +361,7 @@ def _evaluate_and_keep_best(run: TrainSetup, state: State, counts_for_stopping: 
         if run.tracker is not None:
             run.tracker.log_metrics({k if k.startswith("eval_") else f"eval_{k}": v for k, v in result.items()},
                                     step=state.step)
+    _ask_whether_to_go_on(run, state, result)
     value, best = result[metric], state.best_metric
     sign = 1.0 if args.early_stopping_metric_minimize else -1.0
     if best is None or sign * (best - value) > args.early_stopping_delta:
@@ -370,6 +376,20 @@ def _evaluate_and_keep_best(run: TrainSetup, state: State, counts_for_stopping: 
                      state.step, metric, args.early_stopping_delta, state.evals_without_improvement, best)
     dist.barrier()
     return result
+
+
+def _ask_whether_to_go_on(run: TrainSetup, state: State, result: dict) -> None:
+    """`on_evaluation` on the main process; its answer is broadcast so that every process stops at this step."""
+    if run.on_evaluation is None:
+        return
+    reason = run.on_evaluation(state.step, dict(result)) if dist.is_main() else None
+    if dist.world() > 1:
+        box = [reason]
+        torch.distributed.broadcast_object_list(box, src=0)
+        reason = box[0]
+    if reason:
+        state.stopped_by = str(reason)
+        log.info("Stopping at step %d: %s", state.step, reason)
 
 
 def _write_with_results(run: TrainSetup, folder: Path, result: dict | None) -> None:
@@ -420,7 +440,7 @@ def _restore(saved: dict, optimizer) -> State:
     else:
         log.warning("Checkpoint was written by %d process(es), now %d: data order and masks continue exactly, "
                     "dropout randomness does not", len(rngs), dist.world())
-    known = {f.name for f in dataclasses.fields(State)}
+    known = {f.name for f in dataclasses.fields(State)} - {"stopped_by"}  # a resumed run was asked to go on
     return State(**{k: v for k, v in saved.items() if k in known})
 
 

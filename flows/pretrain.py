@@ -72,7 +72,9 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
              refresh: bool = False, from_scratch: bool | None = None, nnodes: int | str = 1,
              max_restarts: int = 0, rdzv_endpoint: str | None = None, rdzv_timeout: int = 600,
              node_deployment: str = NODE_DEPLOYMENT, downstream: str | list | dict | None = None,
-             downstream_seeds: int = 3, downstream_learning_rates: list[float] | None = None) -> dict:
+             downstream_seeds: int = 3, downstream_learning_rates: list[float] | None = None,
+             register: bool = True, mlflow_run_id: str | None = None, output_dir: str | None = None,
+             on_evaluation: dict | None = None) -> dict:
     """Train a language model from scratch (model_name=None) or from a saved one, on `corpus`, and evaluate it.
 
     args: LanguageModelingArgs fields, merged key by key (config dicts too) over the named settings of `preset`
@@ -87,10 +89,15 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
     rendezvous (None: the first node publishes its own); rdzv_timeout: seconds to wait for every node.
     downstream: labelled files or folders (a path, a list, or mappings {"path", "label_column", "test", ...};
     "rotten_tomatoes" is the bundled demo task) the trained model (ELECTRA: its discriminator) is fine-tuned on,
-    downstream_seeds times at each of downstream_learning_rates, beside random initialisation (tasks/downstream.py)."""
+    downstream_seeds times at each of downstream_learning_rates, beside random initialisation (tasks/downstream.py).
+    A sweep's trial (flows/sweep.py) passes the rest: register=False (only the sweep registers), the MLflow run
+    to log into (mlflow_run_id, nested under the sweep's), its own output_dir (a rerun continues from its last
+    checkpoint), and on_evaluation, the hook that reports each evaluation and may stop the trial (then it is neither
+    evaluated again nor fine-tuned downstream)."""
     starts_from = tuple(k for k, v in (("model_name", model_name), ("generator_name", generator_name),
                                        ("discriminator_name", discriminator_name)) if v)
-    with tracking.flow_parent_run(experiment, {"model_type": model_type, "stage": "pretrain"}) as run_id:
+    with tracking.flow_parent_run(experiment, {"model_type": model_type, "stage": "pretrain"},
+                                  run_id=mlflow_run_id) as run_id:
         nodes = {"nnodes": nnodes, "max_restarts": max_restarts, "rdzv_endpoint": rdzv_endpoint,
                  "rdzv_timeout": rdzv_timeout}
         args = settle(preset, args, model_type, from_saved=bool(starts_from), run_id=run_id)
@@ -121,18 +128,24 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
                       "cached" if prep_cached else "computed", prep["eval_split"],
                       {None: "not needed", True: "cached", False: "computed"}[tok_cached])
         trained = pretrain_task(model_type=model_type, train_file=prep["train_file"], eval_file=prep["eval_file"],
-                                output_dir=str(pipeline_home() / "models" / str(flow_run.id or run_id)),
+                                output_dir=output_dir or str(pipeline_home() / "models" / str(flow_run.id or run_id)),
                                 args=args, model_name=model_name, tokenizer_dir=tokenizer_dir,
                                 generator_name=generator_name, discriminator_name=discriminator_name,
                                 nproc_per_node=nproc_per_node, parent_run_id=run_id, nnodes=nnodes,
                                 max_restarts=max_restarts, rdzv_endpoint=rdzv_endpoint, rdzv_timeout=rdzv_timeout,
-                                node_deployment=node_deployment)
+                                node_deployment=node_deployment, on_evaluation=on_evaluation)
+        stopped_by = trained["result"].get("stopped_by")
+        if stopped_by:
+            logger().info("training stopped at step %s: %s", trained["result"].get("global_step"), stopped_by)
+            return {"mlflow_run_id": run_id, "metrics": {}, "downstream": {}, "output_dir": trained["output_dir"],
+                    "corpus": prep, "tokenizer_dir": tokenizer_dir, "stopped_by": stopped_by, "registered": None,
+                    "cached": {"prepare_corpus": prep_cached, "train_tokenizer": tok_cached}}
         metrics = evaluate(model_type, trained["output_dir"], prep["eval_file"], args=args,
                            label=f"{model_type} {flow_run.name or ''}".strip(), nproc_per_node=nproc_per_node,
                            parent_run_id=run_id)
         scored = downstream_task(model_type, trained["output_dir"], tasks, downstream_seeds, downstream_learning_rates,
                                  parent_run_id=run_id) if tasks else {"figures": {}, "tags": {}}
-        registered = register(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
+        registered = None if not register else register(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
                               tags={"corpus_key": prep["key"], "prefect_flow_run_id": flow_run.id},
                               parent_run_id=run_id, version_tags=scored["tags"])
     return {"mlflow_run_id": run_id, "metrics": metrics, "downstream": scored["figures"],

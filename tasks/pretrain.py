@@ -35,7 +35,7 @@ from lmcore.dist import threads_per_process
 from lmcore.spec import RunSpec
 
 from . import tracking
-from .common import logger
+from .common import REPO, logger
 from .inputs import parse_nnodes
 
 BAD_INPUT = 2
@@ -118,6 +118,8 @@ def engine_env(nproc_per_node: int, run_id: str | None) -> dict:
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # carriage-return bars make unreadable log lines
     env["LMCORE_LOG_FORMAT"] = ENGINE_LOG_FORMAT  # each line gets the run log's timestamp, not a second one
+    # The pipeline's own modules (a run spec's on_evaluation hook) import in the engine, whatever the directory.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -130,6 +132,7 @@ def run_engine(command: list[str], env: dict, what: str, copy_to=None) -> None:
     rank_logs = _rank_logs(command)
     if rank_logs is not None:
         shutil.rmtree(rank_logs, ignore_errors=True)  # an earlier attempt's files
+    command = with_parent(command)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=env, start_new_session=True, errors="replace")
     try:
@@ -154,6 +157,22 @@ def run_engine(command: list[str], env: dict, what: str, copy_to=None) -> None:
     message = f"{what} failed (exit code {code}{', ranks ' + str(sorted(codes)) if codes else ''})" + (
         ": " + " | ".join(errors) if errors else "")
     raise (BadRunInput if bad else EngineFailed)(loggable(message), code)
+
+
+_DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+                    "os.execv(sys.argv[1], sys.argv[1:])")
+"""PR_SET_PDEATHSIG, then the real command (the setting survives exec): SIGTERM when the process that started it
+dies."""
+
+
+def with_parent(command: list[str]) -> list[str]:
+    """`command`, made to end when this process dies (Linux). The engine runs in a session of its own, so that an
+    interruption stops its whole group; without this, a flow process killed outright (a cancelled deployment run,
+    kill -9) would leave it training on, and a resumed sweep would meet it writing into the same output folder.
+    (Not preexec_fn: it is unsafe in a process with threads, and flow runs have them.)"""
+    if not sys.platform.startswith("linux"):
+        return command
+    return [sys.executable, "-c", _DIE_WITH_PARENT, *command]
 
 
 def _rank_logs(command: list[str]) -> Path | None:
@@ -191,7 +210,7 @@ def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, 
              discriminator_name: str | None = None, nproc_per_node: int = 1,
              parent_run_id: str | None = None, nnodes: int | str = 1, max_restarts: int = 0,
              rdzv_endpoint: str | None = None, rdzv_timeout: int = 600,
-             node_deployment: str = NODE_DEPLOYMENT) -> dict:
+             node_deployment: str = NODE_DEPLOYMENT, on_evaluation: dict | None = None) -> dict:
     """Train with the engine; returns {"output_dir", "result" (global_step, tokens_seen), "run_id"}.
 
     The model is not evaluated here: the evaluate stage scores every model one way (so a fine-tuned model and the
@@ -200,7 +219,9 @@ def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, 
 
     nnodes > 1 (or an elastic "MIN:MAX"): one node job per machine through `node_deployment`, each running
     nproc_per_node processes under torchrun, meeting at `rdzv_endpoint` (None: the first node publishes its
-    address) within `rdzv_timeout` seconds; `max_restarts`: torchrun's restarts of a node's processes."""
+    address) within `rdzv_timeout` seconds; `max_restarts`: torchrun's restarts of a node's processes.
+    on_evaluation: the run spec's hook for evaluations during training (a sweep's pruning, tasks/pruning.py); a run
+    it stopped ends normally, with "stopped_by" in its result."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = dict(args or {})
@@ -214,7 +235,8 @@ def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, 
     spec = RunSpec(model_type=model_type, model_name=model_name, train_files=[train_file], eval_files=eval_files,
                    output_dir=str(out), args=engine_args, generator_name=generator_name,
                    discriminator_name=discriminator_name, result_file=str(result_file), final_eval=False,
-                   file_hashes=known_file_hashes([Path(f) for f in [train_file, *eval_files]]))
+                   file_hashes=known_file_hashes([Path(f) for f in [train_file, *eval_files]]),
+                   on_evaluation=on_evaluation)
     spec_file = out / "spec.json"
     spec.save(spec_file)
     on_nodes = parse_nnodes(nnodes) != (1, 1)

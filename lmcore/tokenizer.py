@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import transformers as hf
-from tokenizers import normalizers
+from tokenizers import Tokenizer, normalizers
 
 from . import atomic
 from .args import LanguageModelingArgs
@@ -41,7 +41,9 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     """Train a tokenizer of `spec`'s kind on `files` (or reuse the cached one for the same corpus and settings)."""
     vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
     settings = {"type": spec.name, "vocab": vocab_size, "min_freq": args.min_frequency,
-                "lower": args.do_lower_case, "special": args.special_tokens, "v": 1}
+                "lower": args.do_lower_case, "special": args.special_tokens,
+                # byte-level BPE and unigram train as they always did: their cached tokenizers stay valid
+                "v": TRAINING_VERSION if spec.tokenizer_kind in ("wordpiece", "bpe") else 1}
     if spec.tokenizer_kind == "wordpiece":  # only WordPiece has these knobs: other kinds keep their cache keys
         settings.update(clean=args.clean_text, accents=args.strip_accents, cjk=args.handle_chinese_chars)
     data_format = args.data_format if args.use_hf_datasets else None
@@ -62,20 +64,68 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
             clean_text=args.clean_text, handle_chinese_chars=args.handle_chinese_chars,
             strip_accents=args.strip_accents, lowercase=args.do_lower_case)
     extra = [t for t in (args.special_tokens or []) if t not in _role_token_values(base)]
-    train_kwargs = {"vocab_size": vocab_size, "new_special_tokens": extra or None}
+    # The trainer's own progress bar prints only blank lines when output is not a terminal (a worker's log).
+    train_kwargs = {"vocab_size": vocab_size, "new_special_tokens": extra or None, "show_progress": False}
     if spec.tokenizer_kind != "unigram":  # the unigram trainer has no frequency cut-off
         train_kwargs["min_frequency"] = args.min_frequency
     start = time.time()
-    stats = CorpusStats()
     log.info("Tokenizer: training a %s %s vocabulary of up to %d tokens on %d file(s)",
              spec.name, spec.tokenizer_kind, vocab_size, len(files))
-    texts = reading.texts(files, stats)
-    tok = base.train_new_from_iterator(_batches(texts), **train_kwargs)
+    passes: list[CorpusStats] = []
+
+    def texts():
+        passes.append(CorpusStats())
+        return reading.texts(files, passes[-1])
+
+    tok = train_repeatably(base, texts, train_kwargs)
+    stats = passes[-1]
     tok.model_max_length = max_length
     log.info("Tokenizer: %d tokens from %d lines in %.1fs", len(tok), stats.lines, time.time() - start)
     # Another rank or process may finish the same tokenizer first: theirs is identical, keep it.
     atomic.replace_folder(target, lambda tmp: save_tokenizer(tok, tmp), keep_existing=True)
     return load_tokenizer(str(target))
+
+
+TRAINING_VERSION = 2
+"""Bumped when the same text and settings would train another vocabulary (2: derived tokens numbered in order)."""
+
+
+def train_repeatably(base, texts, train_kwargs: dict):
+    """`base.train_new_from_iterator(...)`, giving the same vocabulary and ids every time on the same text.
+
+    `texts()` yields the corpus's texts afresh on each call.
+
+    Why: the trainer numbers the single characters it starts from in sorted order, but numbers the tokens it derives
+    from them (WordPiece's "##e", a suffixed BPE's "e</w>") in the order it walks its table of words, which differs
+    from one process to the next; merges of equal count are taken in id order, so two trainings of one text gave
+    different ids and, near the vocabulary limit, different tokens. Byte-level BPE derives no tokens and is stable.
+    A first pass with no merges (vocab_size=1) lists the derived tokens; the real pass receives them, sorted, as
+    reserved tokens, which the trainer numbers before anything else; they are ordinary vocabulary entries again in
+    the tokenizer returned. Costs one more read of the corpus for the kinds that derive tokens."""
+    if not _derives_tokens(base):
+        return base.train_new_from_iterator(_batches(texts()), **train_kwargs)
+    extra = list(train_kwargs.get("new_special_tokens") or [])
+    probe = base.train_new_from_iterator(_batches(texts()), **{**train_kwargs, "vocab_size": 1})
+    reserved = {str(t) for t in probe.backend_tokenizer.get_added_tokens_decoder().values()}
+    derived = sorted(t for t in probe.backend_tokenizer.get_vocab(with_added_tokens=False)
+                     if len(t) > 1 and t not in reserved)
+    reserve = {**train_kwargs, "new_special_tokens": extra + derived}
+    tok = base.train_new_from_iterator(_batches(texts()), **reserve)
+    state = json.loads(tok.backend_tokenizer.to_str())
+    drop = set(derived)
+    state["added_tokens"] = [t for t in state["added_tokens"] if t["content"] not in drop]
+    kwargs = {k: v for k, v in tok.init_kwargs.items() if k != "extra_special_tokens"}
+    kwargs["tokenizer_object"] = Tokenizer.from_str(json.dumps(state))
+    if extra:
+        kwargs["extra_special_tokens"] = extra
+    return type(tok)(**kwargs)
+
+
+def _derives_tokens(tok) -> bool:
+    """Whether training `tok`'s model makes tokens from single characters plus a marker (see train_repeatably)."""
+    model = json.loads(tok.backend_tokenizer.to_str())["model"]
+    return model["type"] == "WordPiece" or (model["type"] == "BPE" and bool(
+        model.get("continuing_subword_prefix") or model.get("end_of_word_suffix")))
 
 
 def train_tokenizer_into(spec: ModelType, files: list[Path], args: LanguageModelingArgs, max_length: int,

@@ -215,9 +215,8 @@ def screen_table(table) -> str:
 
 def tokenizer_key(prep: dict) -> str:
     """What a tokenizer trained on this prepared corpus depends on: the bytes of its train split. Two corpora that
-    prepare into the same text (the same rows as .txt and as Parquet, say) share one tokenizer, so they train the
-    same model: the tokenizers library assigns ids to equally frequent tokens in no fixed order, and a second
-    training of the same text may number its vocabulary differently."""
+    prepare into the same text (the same rows as .txt and as Parquet, say) share one tokenizer, trained once
+    (a second training would give the same files: lmcore.tokenizer.train_repeatably)."""
     return prep.get("train_hash") or prep["key"]
 
 

@@ -14,6 +14,8 @@ from prefect import task
 from lmcore import LanguageModelingArgs
 from lmcore.atomic import replace_folder
 from lmcore.registry import get_model_type
+from lmcore.tokenizer import TRAINING_VERSION
+from lmcore.tokenizer import train_tokenizer as engine_train
 
 from . import tracking
 from .common import content_cache, digest, logger, pipeline_home
@@ -26,7 +28,7 @@ SETTINGS = ("vocab_size", "min_frequency", "do_lower_case", "special_tokens", "s
 def _key_and_output(parameters: dict) -> tuple[str, Path]:
     args = parameters.get("args") or {}
     settings = {k: args.get(k) for k in SETTINGS}
-    key = digest(parameters["corpus_key"], parameters["model_type"], settings)[:24]
+    key = digest(parameters["corpus_key"], parameters["model_type"], settings, TRAINING_VERSION)[:24]
     return key, pipeline_home() / "tokenizers" / key
 
 
@@ -39,8 +41,6 @@ def tokenizer_ready(folder: str) -> bool:
 def train_tokenizer(train_file: str, corpus_key: str, model_type: str, args: dict | None = None,
                     parent_run_id: str | None = None) -> str:
     """Returns the folder of the trained tokenizer (loadable with AutoTokenizer)."""
-    from lmcore.tokenizer import train_tokenizer as engine_train
-
     args = dict(args or {})
     _, out = _key_and_output(dict(corpus_key=corpus_key, model_type=model_type, args=args))
     if (out / "tokenizer_config.json").exists():

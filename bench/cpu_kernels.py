@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import write_marked_section  # noqa: E402
 from lmcore import hardware  # noqa: E402
+from lmcore.precision import resolve as resolve_precision  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "cpu_kernels.json"
 BEGIN, END = "<!-- cpu_kernels: begin -->", "<!-- cpu_kernels: end -->"
@@ -49,11 +50,11 @@ def model_for(name: str) -> torch.nn.Module:
 
 def step_time(model, precision: str, steps: int) -> float:
     ids = torch.randint(5, VOCAB, (BATCH, BLOCK), generator=torch.Generator().manual_seed(0))
-    device = torch.device("cpu")
+    resolved = resolve_precision("cpu", precision)
     times = []
     for i in range(steps + 2):
         start = time.perf_counter()
-        with hardware.autocast(device, precision):
+        with resolved.autocast():
             loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids).loss
         loss.backward()
         model.zero_grad(set_to_none=True)
@@ -63,11 +64,10 @@ def step_time(model, precision: str, steps: int) -> float:
 
 
 def attention(ns) -> list[dict]:
-    native = hardware.autocast_dtype(torch.device("cpu"), "auto") == torch.bfloat16
+    native = resolve_precision("cpu", "auto").autocast_dtype == torch.bfloat16
     out = []
     for name in ("BERT-MLM", "GPT-2-CLM"):
         for precision in ("no", "bf16") if native else ("no",):
-            dtype = torch.bfloat16 if precision == "bf16" else None
             models = {}
             for kernel in ("sdpa", "eager"):
                 torch.manual_seed(0)
@@ -78,8 +78,8 @@ def attention(ns) -> list[dict]:
                 for kernel, model in models.items():
                     best[kernel] = min(best[kernel], step_time(model, precision, ns.steps))
             torch.manual_seed(0)
-            chosen = hardware.choose_attention(model_for(name), torch.device("cpu"), dtype)
-            row = judge({"model": name, "dtype": "bf16" if dtype else "fp32", "sdpa_s": round(best["sdpa"], 4),
+            chosen = hardware.choose_attention(model_for(name), resolve_precision("cpu", precision))
+            row = judge({"model": name, "dtype": "bf16" if precision == "bf16" else "fp32", "sdpa_s": round(best["sdpa"], 4),
                          "eager_s": round(best["eager"], 4), "engine_chooses": chosen})
             print(json.dumps(row), flush=True)
             out.append(row)
@@ -150,7 +150,7 @@ def main() -> int:
         r = json.loads(RESULTS_JSON.read_text())
         # The engine's choice as the engine's code makes it now (the timings are the recorded ones).
         r["attention"] = [judge({**a, "engine_chooses": hardware.choose_attention(
-            model_for(a["model"]), torch.device("cpu"), torch.bfloat16 if a["dtype"] == "bf16" else None)})
+            model_for(a["model"]), resolve_precision("cpu", "bf16" if a["dtype"] == "bf16" else "no"))})
             for a in r["attention"]]
         write(r)
         return 0

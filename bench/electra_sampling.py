@@ -23,7 +23,7 @@ import transformers as hf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmcore import electra, families, hardware  # noqa: E402
+from lmcore import electra, families, hardware, precision  # noqa: E402
 from lmcore.objectives import to_device  # noqa: E402
 
 VOCAB = 30522
@@ -61,8 +61,8 @@ def main() -> int:
     torch.manual_seed(0)
     model, objective = pair(), electra.ElectraObjective(Tokenizer(), 0.15, 50.0)
     device = torch.device("cpu")
-    dtype = hardware.autocast_dtype(device, ns.precision)
-    hardware.choose_attention(model, device, dtype)
+    run_precision = precision.resolve(device, ns.precision)
+    hardware.choose_attention(model, run_precision)
     ids = torch.randint(1000, VOCAB, (ns.batch, ns.block))
     ids[:, 0], ids[:, -1] = 101, 102
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "index": torch.arange(ns.batch)}
@@ -80,7 +80,7 @@ def main() -> int:
         start = time.perf_counter()
         prepared = to_device(objective.prepare(batch, lambda i: torch.Generator().manual_seed(step * 1000 + i)),
                              device)
-        with hardware.autocast(device, ns.precision):
+        with run_precision.autocast():
             sums = objective.loss_sums(model, prepared)
         (sums["generator"] / prepared["counts"]["generator"]
          + 50.0 * sums["discriminator"] / prepared["counts"]["discriminator"]).backward()

@@ -20,6 +20,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from .atomic import write_text
+from .compat import refused_problems
+
 log = logging.getLogger(__name__)
 
 DATASET_TYPES = ("simple", "line_by_line", "text")
@@ -41,7 +44,15 @@ class ArgsError(ValueError):
 class Settings:
     """What every settings dataclass of the engine shares: names checked on every assignment (the nearest valid
     name suggested), dict and `model_args.json` round trips, and validation that lists every problem at once.
-    Subclasses are dataclasses; `checked_init` makes their constructor check keyword names too."""
+    Subclasses are dataclasses."""
+
+    def __new__(cls, *args, **kwargs):
+        # Keyword names are checked here, before the dataclass's generated __init__ runs: it would refuse an
+        # unknown one too, but with a bare TypeError and no suggestion.
+        unknown = [k for k in kwargs if k not in cls.names()]
+        if unknown:
+            raise ArgsError("\n".join(_unknown_message(cls, k) for k in unknown))
+        return super().__new__(cls)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name not in type(self).names():
@@ -102,8 +113,6 @@ class Settings:
 
     def save(self, output_dir: str) -> None:
         """Write `model_args.json` into `output_dir` (atomically)."""
-        from .atomic import write_text
-
         os.makedirs(output_dir, exist_ok=True)
         write_text(os.path.join(output_dir, "model_args.json"), json.dumps(self.for_saving(), indent=2,
                                                                            sort_keys=True, default=str))
@@ -139,18 +148,11 @@ class Settings:
     # ---- validation -------------------------------------------------------------------------------------------
 
     @property
-    def precision(self) -> str:
-        """The mixed-precision mode in effect: `fp16=False` (Simple Transformers' switch) means full fp32."""
-        return "no" if not self.fp16 else self.mixed_precision
-
-    @property
     def seed(self) -> int:
         return 42 if self.manual_seed is None else int(self.manual_seed)
 
     def problems(self) -> list[str]:
         """Every problem with these settings on their own (model-dependent checks live in the model)."""
-        from .compat import refused_problems
-
         p = []
         if self.mixed_precision not in MIXED_PRECISION:
             p.append(f"mixed_precision={self.mixed_precision!r}: must be one of {', '.join(MIXED_PRECISION)}")
@@ -396,7 +398,8 @@ class LanguageModelingArgs(Settings):
     """Seed of every random choice (initialisation, data order, masks). None: 42, so runs repeat by default."""
     mixed_precision: str = "auto"
     """"auto": bf16 autocast where the hardware runs it natively (CUDA with bf16, else fp16 with loss scaling;
-    CPUs with AVX512-BF16 or AMX), full fp32 elsewhere; "bf16" / "fp16": force that autocast; "no": full fp32."""
+    CPUs with AVX512-BF16 or AMX), full fp32 elsewhere; "bf16" / "fp16": force that autocast; "no": full fp32.
+    Resolved once, with the device, into the run's `lmcore.precision.Precision`."""
     fp16: bool = True
     """Simple Transformers' switch for mixed precision: True allows it (`mixed_precision` decides how, "auto" by
     default), False means full fp32 (mixed_precision="no")."""
@@ -538,25 +541,6 @@ class LanguageModelingArgs(Settings):
         if self.use_hf_datasets and self.data_format not in DATA_FORMATS:
             p.append(f"data_format={self.data_format!r}: must be one of {', '.join(DATA_FORMATS)}")
         return p
-
-
-def checked_init(cls: type) -> type:
-    """Make `cls(...)` reject unknown keyword names (with the nearest valid one) before the dataclass's own
-    constructor runs."""
-    generated = cls.__init__
-
-    def __init__(self, *args, **kwargs):
-        unknown = [k for k in kwargs if k not in cls.names()]
-        if unknown:
-            raise ArgsError("\n".join(_unknown_message(cls, k) for k in unknown))
-        generated(self, *args, **kwargs)
-
-    __init__.__doc__ = generated.__doc__
-    cls.__init__ = __init__
-    return cls
-
-
-checked_init(LanguageModelingArgs)
 
 
 def _group_problems(args: Settings) -> list[str]:

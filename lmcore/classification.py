@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import transformers as hf
 
-from . import atomic, checkpoint, compat, console, dist, hardware
+from . import atomic, checkpoint, compat, console, dist, hardware, precision
 from .args import ArgsError
 from .classification_args import ClassificationArgs
 from .classify_objective import ClassificationObjective, SequenceClassifierForTraining, spearman
@@ -29,8 +29,8 @@ from .evaluate import evaluate
 from .families import EncoderSource, apply_config_overrides, family_of, millions
 from .hub import from_pretrained
 from .labelled import LabelledRows, encode, infer_labels, label_ids, read_labelled
-from .model import (NOT_RESTORED, _check_local_rank, _seed_everything, _warn_unused, apply_args, precision_settings,
-                    quiet_engine, report_evaluation, resume_state, run_tracker, training_details, training_result)
+from .model import (NOT_RESTORED, _check_local_rank, _seed_everything, _warn_unused, apply_args, quiet_engine,
+                    report_evaluation, resume_state, run_tracker, training_details, training_result)
 from .registry import MODEL_TYPES, get_model_type
 from .tokenizer import load_tokenizer, padding_id
 from .tracking import NullTracker
@@ -44,7 +44,7 @@ class ClassificationModel:
     lmcore output or published checkpoint.
 
     Attributes, as in Simple Transformers: `model` (the Hugging Face *ForSequenceClassification module),
-    `tokenizer`, `args` (ClassificationArgs), `device`, `num_labels`.
+    `tokenizer`, `args` (ClassificationArgs), `device`, `num_labels`; and `precision` (lmcore.precision.Precision).
     """
 
     def __init__(self, model_type: str, model_name: str, num_labels: int | None = None, weight: list | None = None,
@@ -70,12 +70,13 @@ class ClassificationModel:
         self._warned: set = set()
         compat.warn_inert(self.args, self._warned)
         self._check(model_type, model_name, num_labels, weight)
-        self.spec = get_model_type(model_type)
-        self.family = family_of(self.spec)
+        self.entry = get_model_type(model_type)  # the registry entry of model_type
+        self.family = family_of(self.entry)
         _check_local_rank(self.args.local_rank)
         cuda_device = self.args.local_rank if self.args.local_rank != -1 and cuda_device == -1 else cuda_device
         self.device = torch.device("cuda", cuda_device if cuda_device >= 0 else dist.local_rank()) \
             if use_cuda and torch.cuda.is_available() else torch.device("cpu")
+        self.precision = precision.for_args(self.device, self.args)
         dist.init(use_cuda)
         dist.set_threads(self.args.thread_count)
         self.args.model_name, self.args.model_type = model_name, model_type
@@ -87,10 +88,10 @@ class ClassificationModel:
     # ---- construction -----------------------------------------------------------------------------------------
     def _check(self, model_type, model_name, num_labels, weight) -> None:
         problems = self.args.problems()
-        spec = MODEL_TYPES.get(model_type)
-        if spec is None:
+        entry = MODEL_TYPES.get(model_type)
+        if entry is None:
             problems.append(f"unknown model_type {model_type!r}: choose one of {', '.join(sorted(MODEL_TYPES))}")
-        elif spec.classifier_cls is None:
+        elif entry.classifier_cls is None:
             problems.append(f"model_type {model_type!r} has no sequence-classification head")
         if not model_name:
             problems.append("model_name is required: a pretrained model to fine-tune (for a randomly initialised "
@@ -120,7 +121,7 @@ class ClassificationModel:
         if source.note and dist.is_main():
             log.info("%s", source.note)
         _seed_everything(self.args.seed)
-        self.model, self.tokenizer = load_classifier(self.spec, source, self.num_labels, self.args)
+        self.model, self.tokenizer = load_classifier(self.entry, source, self.num_labels, self.args)
         self.model.config.problem_type = "regression" if self.args.regression else "single_label_classification"
         if self.args.special_tokens_list:
             from .tokenizer import add_special_tokens_list
@@ -128,7 +129,7 @@ class ClassificationModel:
             if add_special_tokens_list(self.tokenizer, self.args.special_tokens_list):
                 self.model.resize_token_embeddings(len(self.tokenizer))
         _seed_everything(self.args.seed + dist.rank())  # dropout differs per rank; weights are equal
-        hardware.choose_attention(self.model, self.device, hardware.autocast_dtype(self.device, self.args.precision))
+        hardware.choose_attention(self.model, self.precision)
         hardware.fuse_activations(self.model)
         self.model.to(self.device)
 
@@ -162,6 +163,7 @@ class ClassificationModel:
         training. Returns (global_step, mean training loss), or (global_step, the evaluation scores dict of
         lists) when evaluating during training; `self.training_details` keeps the per-step history."""
         apply_args(self.args, args, self._warned)
+        self.precision = precision.for_args(self.device, self.args)  # args may change mixed_precision or fp16
         if kwargs.pop("multi_label", False):
             raise ArgsError(_MULTI_LABEL)
         metric_fns = _metric_fns(kwargs)
@@ -199,13 +201,12 @@ class ClassificationModel:
                 out.mkdir(parents=True, exist_ok=True)
             tracker.log_params({"model_type": self.model_type, "num_labels": self.num_labels,
                                 "train_examples": len(features), "train_tokens": features.num_tokens})
+        # Batches are drawn at random, not grouped by length: a label often goes with a length (a plot summary is
+        # long, a review snippet short), and length-grouped batches of one class learned worse here.
         setup = TrainSetup(
             model=self._training_module(), objective=self._objective(), features=features, args=self.args,
             device=self.device, pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to,
-            tracker=tracker, autocast=self._autocast, resume=resume, evaluate=evaluate_now,
-            # Batches are drawn at random, not grouped by length: a label often goes with a length (a plot summary
-            # is long, a review snippet short), and length-grouped batches of one class learned worse here.
-            **precision_settings(self.device, self.args))
+            tracker=tracker, precision=self.precision, resume=resume, evaluate=evaluate_now)
         state = fit(setup)
         self._resume_state = None
         if dist.is_main() and not self.args.no_save:
@@ -222,8 +223,8 @@ class ClassificationModel:
         return features
 
     def _max_length(self) -> int:
-        limit = min(self.tokenizer.model_max_length, getattr(self.model.config, self.spec.positions_field, 1 << 30)
-                    - self.spec.position_offset)
+        limit = min(self.tokenizer.model_max_length, getattr(self.model.config, self.entry.positions_field, 1 << 30)
+                    - self.entry.position_offset)
         if self.args.max_seq_length > limit:
             log.warning("max_seq_length %d is longer than the model's %d positions: using %d",
                         self.args.max_seq_length, limit, limit)
@@ -241,9 +242,6 @@ class ClassificationModel:
 
     def _objective(self) -> ClassificationObjective:
         return ClassificationObjective(self.num_labels, self.args.regression, self.weight)
-
-    def _autocast(self):
-        return hardware.autocast(self.device, self.args.precision)
 
     # ---- evaluation and prediction ----------------------------------------------------------------------------
     def eval_model(self, eval_df, output_dir: str | None = None, verbose: bool = True, silent: bool = False,
@@ -275,7 +273,7 @@ class ClassificationModel:
         objective = self._objective()
         objective.collected = []
         result = evaluate(self._training_module(), objective, features, self.args.eval_batch_size,
-                          padding_id(self.tokenizer), self.device, self.args.seed, self._autocast)
+                          padding_id(self.tokenizer), self.device, self.args.seed, self.precision)
         outputs = _gathered(objective.collected, len(features))
         if rows is None:
             return result, outputs, []
@@ -362,7 +360,7 @@ def _gathered(collected: list, n: int) -> np.ndarray:
     return out
 
 
-def load_classifier(spec, source: EncoderSource, num_labels: int, args: ClassificationArgs):
+def load_classifier(entry, source: EncoderSource, num_labels: int, args: ClassificationArgs):
     """(classifier, tokenizer): the encoder of `source` with a fresh head of `num_labels`, or (random_init) the
     same architecture initialised from the seed. Raises ArgsError for a folder with no model or no encoder."""
     path = source.path
@@ -370,33 +368,33 @@ def load_classifier(spec, source: EncoderSource, num_labels: int, args: Classifi
         raise ArgsError(f"{path}: holds no model (no config.json; {', '.join(sorted(os.listdir(path))[:6])}): give "
                         "the output folder of a pretraining run or a saved model")
     config = from_pretrained(hf.AutoConfig, path, what="model")
-    if config.model_type != spec.config_cls.model_type:
-        raise ArgsError(f"{path}: holds a {config.model_type!r} model, but model_type is {spec.name!r} (expects "
-                        f"{spec.config_cls.model_type!r})")
+    if config.model_type != entry.config_cls.model_type:
+        raise ArgsError(f"{path}: holds a {config.model_type!r} model, but model_type is {entry.name!r} (expects "
+                        f"{entry.config_cls.model_type!r})")
     apply_config_overrides(config, args.config, "args.config")
     config.num_labels = num_labels
     tokenizer = load_tokenizer(args.tokenizer_name or source.tokenizer)
     if getattr(config, "pad_token_id", None) is None:  # GPT-2 finds each text's last token by the padding id
         config.pad_token_id = padding_id(tokenizer)
     if args.random_init:
-        model = spec.classifier_cls(config)
+        model = entry.classifier_cls(config)
         log.info("%s: random initialisation (seed %d) of its %s architecture and tokenizer: %.2fM parameters",
-                 path, args.seed, spec.name, millions(model))
+                 path, args.seed, entry.name, millions(model))
     else:
-        model, missing, unexpected = _pretrained(spec, source, config)
+        model, missing, unexpected = _pretrained(entry, source, config)
         _check_encoder(model, missing, unexpected, path, num_labels)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(len(tokenizer))
     return model, tokenizer
 
 
-def _pretrained(spec, source: EncoderSource, config):
+def _pretrained(entry, source: EncoderSource, config):
     if source.encoder is not None:
-        model = spec.classifier_cls(config)
+        model = entry.classifier_cls(config)
         missing, unexpected = model.load_state_dict(source.encoder.state_dict(), strict=False)
         return model, list(missing), list(unexpected)
     try:
-        model, info = from_pretrained(spec.classifier_cls, source.path, config=config, output_loading_info=True)
+        model, info = from_pretrained(entry.classifier_cls, source.path, config=config, output_loading_info=True)
     except OSError as e:
         raise ArgsError(f"{source.path}: has a config but no model weights that load ({e})") from None
     return model, list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))

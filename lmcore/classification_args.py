@@ -14,7 +14,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .args import LanguageModelingArgs, Settings, checked_init, field_docs
+from .args import LanguageModelingArgs, Settings, field_docs
 from .compat import MODEL_ARGS_FIELDS
 
 LMCORE_SHARED_FIELDS = ("max_steps", "mixed_precision", "save_total_limit", "resume_from_checkpoint", "strict_utf8",
@@ -110,7 +110,7 @@ def _shared_field_specs() -> list[tuple]:
     return specs
 
 
-ClassificationArgs = checked_init(dataclasses.make_dataclass(
+ClassificationArgs = dataclasses.make_dataclass(
     "ClassificationArgs", _shared_field_specs(), bases=(ClassificationFields,),
     namespace={"__doc__": "Every setting of a ClassificationModel: Simple Transformers' ClassificationArgs names "
-                          "(see lmcore.classification_args).", "__module__": __name__}))
+                          "(see lmcore.classification_args).", "__module__": __name__})

@@ -38,7 +38,8 @@ class SequenceClassifierForTraining(torch.nn.Module):
 
 
 class ClassificationObjective:
-    """Cross-entropy over K classes (optionally class-weighted), or squared error (`regression`)."""
+    """Cross-entropy over K classes (optionally class-weighted), or squared error (`regression`): an `Objective`
+    (lmcore.objectives) with one term, the examples."""
 
     terms = ("examples",)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .objectives import IGNORE, _draws_for, mask_tokens, maskable
+from .objectives import IGNORE, draws_for, mask_tokens, maskable
 
 GENERATOR_DIR, DISCRIMINATOR_DIR = "generator_model", "discriminator_model"
 AUC_BINS = 200
@@ -52,7 +52,8 @@ def discriminator_loss_sum(logits: torch.Tensor, labels: torch.Tensor, scored: t
 
 
 class ElectraObjective:
-    """loss = generator MLM loss + `weight` × discriminator loss (weight 50 in the paper: the per-token binary
+    """The ELECTRA `Objective` (lmcore.objectives), masking exactly as MLM does (`draws_for`, `mask_tokens`).
+    loss = generator MLM loss + `weight` × discriminator loss (weight 50 in the paper: the per-token binary
     loss is far smaller than the generator's). Evaluation reports the two models apart: the generator's
     token-weighted perplexity over masked positions, and the discriminator's accuracy, precision, recall, F1 and
     AUC over all real tokens, beside the accuracy of always answering "original". exp() of the combined loss
@@ -74,7 +75,7 @@ class ElectraObjective:
         scored = maskable(ids, attn, self.special_ids)
         if "score_mask" in batch:  # sliding-window evaluation: the overlap with the previous window is context only
             scored = scored & batch["score_mask"]
-        draws = _draws_for(batch, generator_for, self.vocab_size)
+        draws = draws_for(batch, generator_for, self.vocab_size)
         masked_inputs, labels = mask_tokens(ids, scored, self.mask_id, self.mlm_probability, draws)
         return {"input_ids": ids, "masked_inputs": masked_inputs, "attention_mask": attn, "labels": labels,
                 "scored": scored, "uniforms": draws["sample"],

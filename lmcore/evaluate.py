@@ -18,7 +18,8 @@ import torch
 from . import dist
 from .batches import collate
 from .data import Features
-from .objectives import to_device
+from .objectives import Objective, to_device
+from .precision import Precision
 
 EVAL_SEED_SALT = 7919
 PROGRESS_SECONDS = 30
@@ -35,8 +36,8 @@ def batch_generator(seed: int, *parts: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def evaluate(model, objective, features: Features, batch_size: int, pad_id: int, device, seed: int,
-             autocast) -> dict:
+def evaluate(model, objective: Objective, features: Features, batch_size: int, pad_id: int, device, seed: int,
+             precision: Precision) -> dict:
     # Put back each submodule's own mode afterwards: a wrapper built just for this call is in training mode even
     # when the model inside it was not, and model.train(was_training) would switch dropout on in that model.
     modes = [(m, m.training) for m in model.modules()]
@@ -49,7 +50,7 @@ def evaluate(model, objective, features: Features, batch_size: int, pad_id: int,
     for done, b in enumerate(batches, 1):
         batch = collate(features, range(b * batch_size, min((b + 1) * batch_size, n)), pad_id, score=True)
         prepared = to_device(objective.prepare(batch, lambda i: batch_generator(seed, EVAL_SEED_SALT, i)), device)
-        with autocast():
+        with precision.autocast():
             out = objective.eval_sums(model, prepared)
         for k, v in out.items():
             sums[k] = sums[k] + np.asarray(v, dtype=np.float64)

@@ -1,8 +1,9 @@
 """Model families: how a model type is built, loaded, trained, saved and checkpointed.
 
 Two families: one Hugging Face language model (bert, camembert, distilbert, gpt2, longformer, openai-gpt,
-roberta), and the ELECTRA generator + discriminator pair. `registry.MODEL_TYPES` names each type's family and the
-front door (`LanguageModelingModel`) talks to it through the methods below only, never asking which it is.
+roberta), and the ELECTRA generator + discriminator pair. `registry.MODEL_TYPES` names each type's family (its
+entry, a `registry.ModelType`, is what every method here takes as `entry`) and the front doors talk to it through
+`ModelFamily` only, never asking which it is.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from . import checkpoint
 from .args import ArgsError, LanguageModelingArgs
 from .electra import (DISCRIMINATOR_DIR, GENERATOR_DIR, ElectraObjective, replace_tokens, sample_tokens)
 from .hub import from_pretrained
-from .objectives import IGNORE, LanguageModelForTraining, LanguageModelObjective
+from .objectives import IGNORE, LanguageModelForTraining, LanguageModelObjective, Objective
 from .registry import ModelType, electra_generator_head
 from .tokenizer import load_tokenizer
 
@@ -54,13 +55,64 @@ class EncoderSource:
     """Said once when the encoder is not simply `model_name` (which part of an ELECTRA output is used)."""
 
 
+@runtime_checkable
+class ModelFamily(Protocol):
+    """What the front doors ask of a model family."""
+
+    def problems(self, entry: ModelType, args: LanguageModelingArgs) -> list[str]:
+        """What is wrong with `args` for this model type (empty: nothing)."""
+        ...
+
+    def from_scratch(self, entry: ModelType, args: LanguageModelingArgs, tokenizer_for: TokenizerFor) -> Built:
+        ...
+
+    def load(self, entry: ModelType, args: LanguageModelingArgs, model_name: str | None, generator_name: str | None,
+             discriminator_name: str | None, tokenizer_for: TokenizerFor) -> Built:
+        """A saved model, a checkpoint (training continues from it: `Built.resume_from`) or a cached hub name."""
+        ...
+
+    def training_module(self, entry: ModelType, args: LanguageModelingArgs, model) -> torch.nn.Module:
+        """The module the objective calls (and DistributedDataParallel wraps)."""
+        ...
+
+    def objective(self, args: LanguageModelingArgs, tokenizer) -> Objective:
+        ...
+
+    def save(self, model, tokenizer, folder: Path, which: tuple | None = None) -> None:
+        """The model as Hugging Face folders; `which`: only those of `parts()` (default everything)."""
+        ...
+
+    def load_weights(self, model, folder: Path) -> None:
+        """A checkpoint's weights into `model` (resume)."""
+        ...
+
+    def embedding_models(self, model) -> list:
+        """The Hugging Face models whose token embeddings follow the tokenizer's size."""
+        ...
+
+    def retie(self, model) -> None:
+        """Share again what resizing the embeddings may have untied."""
+        ...
+
+    def parts(self) -> tuple[str, ...]:
+        """Names of the standalone models this family saves apart (save_generator / save_discriminator)."""
+        ...
+
+    def generates_text(self, entry: ModelType, args: LanguageModelingArgs) -> bool:
+        ...
+
+    def encoder_source(self, model_name: str) -> EncoderSource:
+        """What a sequence classifier built from `model_name` starts from."""
+        ...
+
+
 def requested_block(args: LanguageModelingArgs) -> int:
     return args.block_size if args.block_size > 0 else args.max_seq_length
 
 
-def fit_positions(spec: ModelType, config, requested: int) -> int:
+def fit_positions(entry: ModelType, config, requested: int) -> int:
     """Longest example the model can take; a from-scratch config grows its positions to fit `requested`."""
-    field, offset = spec.positions_field, spec.position_offset
+    field, offset = entry.positions_field, entry.position_offset
     if getattr(config, field) - offset < requested:
         setattr(config, field, requested + offset)
     return getattr(config, field) - offset
@@ -87,37 +139,37 @@ def resume_point(folder: str) -> str | None:
 class SingleModel:
     """One Hugging Face model with a masked-LM or causal-LM head."""
 
-    def problems(self, spec: ModelType, args: LanguageModelingArgs) -> list[str]:
-        if args.mlm and spec.mlm_cls is None:
-            return [f"model_type {spec.name!r} is a causal language model: set mlm=False"]
-        if not args.mlm and spec.clm_cls is None:
-            return [f"model_type {spec.name!r} is a masked language model: set mlm=True "
+    def problems(self, entry: ModelType, args: LanguageModelingArgs) -> list[str]:
+        if args.mlm and entry.mlm_cls is None:
+            return [f"model_type {entry.name!r} is a causal language model: set mlm=False"]
+        if not args.mlm and entry.clm_cls is None:
+            return [f"model_type {entry.name!r} is a masked language model: set mlm=True "
                     "(mlm=False is for gpt2 and openai-gpt)"]
         return []
 
-    def from_scratch(self, spec, args, tokenizer_for: TokenizerFor) -> Built:
+    def from_scratch(self, entry, args, tokenizer_for: TokenizerFor) -> Built:
         config = (from_pretrained(hf.AutoConfig, args.config_name, what="config")
-                  if args.config_name else spec.config_cls())
+                  if args.config_name else entry.config_cls())
         apply_config_overrides(config, args.config, "args.config")
-        tokenizer = tokenizer_for(fit_positions(spec, config, requested_block(args)))
+        tokenizer = tokenizer_for(fit_positions(entry, config, requested_block(args)))
         config.vocab_size = len(tokenizer)
         for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
             value = getattr(tokenizer, name, None)
             if value is not None and hasattr(config, name):
                 setattr(config, name, value)
-        model = spec.model_cls(args.mlm)(config)
-        log.info("Initialised a %s model from scratch: %.2fM parameters, vocabulary %d", spec.name,
+        model = entry.model_cls(args.mlm)(config)
+        log.info("Initialised a %s model from scratch: %.2fM parameters, vocabulary %d", entry.name,
                  millions(model), len(tokenizer))
         return Built(model, tokenizer, config)
 
-    def load(self, spec, args, model_name, generator_name, discriminator_name, tokenizer_for) -> Built:
+    def load(self, entry, args, model_name, generator_name, discriminator_name, tokenizer_for) -> Built:
         config = from_pretrained(hf.AutoConfig, model_name, what="model")
-        expected = spec.config_cls.model_type
+        expected = entry.config_cls.model_type
         if config.model_type != expected:
             raise ArgsError(f"{model_name}: holds a {config.model_type!r} model, but model_type is "
-                            f"{spec.name!r} (expects {expected!r})")
+                            f"{entry.name!r} (expects {expected!r})")
         apply_config_overrides(config, args.config, "args.config")
-        model, info = from_pretrained(spec.model_cls(args.mlm), model_name, config=config, output_loading_info=True)
+        model, info = from_pretrained(entry.model_cls(args.mlm), model_name, config=config, output_loading_info=True)
         fresh = sorted(set(info.get("missing_keys", [])))
         if fresh:
             log.warning("%s: %d weight(s) not in the checkpoint were freshly initialised (%s%s): expected when "
@@ -128,14 +180,14 @@ class SingleModel:
             model.resize_token_embeddings(len(tokenizer))
         return Built(model, tokenizer, model.config, resume_point(model_name))
 
-    def training_module(self, spec, args, model) -> torch.nn.Module:
-        return LanguageModelForTraining(model, causal=not args.mlm, masked_head=spec.masked_head)
+    def training_module(self, entry, args, model) -> torch.nn.Module:
+        return LanguageModelForTraining(model, causal=not args.mlm, masked_head=entry.masked_head)
 
-    def objective(self, args, tokenizer):
+    def objective(self, args, tokenizer) -> Objective:
         return LanguageModelObjective(causal=not args.mlm, tokenizer=tokenizer, mlm_probability=args.mlm_probability)
 
-    def save(self, model, tokenizer, folder: Path) -> None:
-        model.save_pretrained(str(folder))
+    def save(self, model, tokenizer, folder: Path, which: tuple | None = None) -> None:
+        model.save_pretrained(str(folder))  # one model: no parts to choose from
         tokenizer.save_pretrained(str(folder))
 
     def load_weights(self, model, folder: Path) -> None:
@@ -148,11 +200,10 @@ class SingleModel:
         pass
 
     def parts(self) -> tuple[str, ...]:
-        """Names of the standalone models this family saves apart (save_generator / save_discriminator)."""
         return ()
 
-    def generates_text(self, spec, args) -> bool:
-        return not args.mlm and spec.clm_cls is not None
+    def generates_text(self, entry, args) -> bool:
+        return not args.mlm and entry.clm_cls is not None
 
     def encoder_source(self, model_name: str) -> EncoderSource:
         """What a sequence classifier starts from: the model itself (its LM head, if any, is dropped)."""
@@ -216,7 +267,7 @@ class ElectraFamily:
     """The ELECTRA pair: trained as one module, saved as two ordinary models (`generator_model/`,
     `discriminator_model/`), which is also the layout of its checkpoints."""
 
-    def problems(self, spec, args: LanguageModelingArgs) -> list[str]:
+    def problems(self, entry, args: LanguageModelingArgs) -> list[str]:
         p = [] if args.mlm else ["ELECTRA masks its inputs like MLM: set mlm=True"]
         known = hf.ElectraConfig().to_dict()
         for name in ("config", "generator_config", "discriminator_config"):
@@ -240,15 +291,15 @@ class ElectraFamily:
             return dict(args.config)
         return dict(args.discriminator_config)
 
-    def from_scratch(self, spec, args, tokenizer_for: TokenizerFor) -> Built:
+    def from_scratch(self, entry, args, tokenizer_for: TokenizerFor) -> Built:
         cfg = hf.ElectraConfig(**self.discriminator_settings(args))
-        tokenizer = tokenizer_for(fit_positions(spec, cfg, requested_block(args)))
+        tokenizer = tokenizer_for(fit_positions(entry, cfg, requested_block(args)))
         cfg.vocab_size, cfg.pad_token_id = len(tokenizer), tokenizer.pad_token_id
         tie = args.tie_generator_and_discriminator_embeddings
         gen = hf.ElectraForMaskedLM(generator_config_for(cfg, args.generator_config, tie))
         return self._built(hf.ElectraForPreTraining(cfg), gen, tokenizer, tie)
 
-    def load(self, spec, args, model_name, generator_name, discriminator_name, tokenizer_for) -> Built:
+    def load(self, entry, args, model_name, generator_name, discriminator_name, tokenizer_for) -> Built:
         tie = args.tie_generator_and_discriminator_embeddings
         resume = None
         if model_name not in (None, "electra") and not (generator_name or discriminator_name):
@@ -276,7 +327,7 @@ class ElectraFamily:
         if disc is None:
             cfg = hf.ElectraConfig(**self.discriminator_settings(args))
             cfg.max_position_embeddings = gen.config.max_position_embeddings
-            fit_positions(spec, cfg, requested_block(args))
+            fit_positions(entry, cfg, requested_block(args))
             cfg.vocab_size, cfg.pad_token_id = len(tokenizer), tokenizer.pad_token_id
             disc = hf.ElectraForPreTraining(cfg)
         if gen is None:
@@ -295,10 +346,10 @@ class ElectraFamily:
                  tie)
         return Built(ElectraPair(gen, disc, tie), tokenizer, disc.config)
 
-    def training_module(self, spec, args, model) -> torch.nn.Module:
+    def training_module(self, entry, args, model) -> torch.nn.Module:
         return model
 
-    def objective(self, args, tokenizer):
+    def objective(self, args, tokenizer) -> Objective:
         return ElectraObjective(tokenizer, args.mlm_probability, args.discriminator_loss_weight)
 
     def save(self, model: ElectraPair, tokenizer, folder: Path, which: tuple | None = None) -> None:
@@ -329,7 +380,7 @@ class ElectraFamily:
     def parts(self) -> tuple[str, ...]:
         return (GENERATOR_DIR, DISCRIMINATOR_DIR)
 
-    def generates_text(self, spec, args) -> bool:
+    def generates_text(self, entry, args) -> bool:
         return False
 
     def encoder_source(self, model_name: str) -> EncoderSource:
@@ -393,8 +444,8 @@ def load_combined_checkpoint(folder: Path):
     return gen, parts["discriminator_model."][0]
 
 
-FAMILIES = {"single": SingleModel(), "electra": ElectraFamily()}
+FAMILIES: dict[str, ModelFamily] = {"single": SingleModel(), "electra": ElectraFamily()}
 
 
-def family_of(spec: ModelType):
-    return FAMILIES[spec.family]
+def family_of(entry: ModelType) -> ModelFamily:
+    return FAMILIES[entry.family]

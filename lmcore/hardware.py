@@ -1,53 +1,19 @@
-"""What the hardware runs fast, decided once: autocast dtype, attention kernel, fused optimizer.
+"""What the hardware runs fast, decided once: attention kernel, fused activations; and what it can do (measured
+matmul peak, FLOPs a model executes), the figures behind the utilisation the progress lines show. The compute dtype
+itself is `lmcore.precision`'s.
 
 Measured on 2-core CPUs with the bench model (BERT, hidden 256, 4 layers, block 128, batch 32; bench/RESULTS.md):
-bf16 autocast 1.6-1.7x fp32 per step where the CPU has native bf16 (2.4x on a CPU with twice the bf16 matmul rate);
-attention by dtype and vector width (`choose_attention`); fused AdamW a few % faster; GPT-2's `gelu_new` as one tanh-GELU kernel instead
-of five elementwise passes.
-Where the CPU has no native bf16 (no AVX512-BF16 / AMX), autocast would emulate it slowly: full fp32 then.
+attention by dtype and vector width (`choose_attention`); fused AdamW a few % faster; GPT-2's `gelu_new` as one
+tanh-GELU kernel instead of five elementwise passes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 
 import torch
 
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def autocast_dtype(device: torch.device, mode: str) -> torch.dtype | None:
-    """The autocast dtype for `mixed_precision=mode` on `device` (None: full fp32)."""
-    if mode == "no":
-        return None
-    if device.type == "cuda":
-        if mode == "auto":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if mode == "bf16" else torch.float16
-    if mode == "auto":
-        return torch.bfloat16 if cpu_has_native_bf16() else None
-    return torch.bfloat16  # fp16 autocast on the CPU is not worth having: bf16 has the same speed and range
-
-
-def autocast(device: torch.device, mode: str):
-    dtype = autocast_dtype(device, mode)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def needs_grad_scaler(device: torch.device, mode: str) -> bool:
-    """fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none."""
-    return autocast_dtype(device, mode) == torch.float16
+from .precision import Precision
 
 
 def cpu_vector_width() -> str:
@@ -58,16 +24,16 @@ def cpu_vector_width() -> str:
         return "DEFAULT"
 
 
-def choose_attention(model: torch.nn.Module, device: torch.device, compute_dtype: torch.dtype | None) -> str:
-    """The attention kernel for this device and dtype (returned). On the CPU, by what bench/cpu_kernels.py and the
-    issue's side-by-side figures measured at the sizes trained here: under bf16 autocast eager attention (SDPA's CPU
-    kernel runs its softmax in fp32 on converted copies: 1.07-1.19x slower); in full fp32, PyTorch's fused
-    attention (SDPA) where the CPU has only AVX2 (1.25x faster than eager there: it saves the materialised score
-    matrix and several passes over memory), eager where torch runs AVX-512 kernels (SDPA a tie for BERT and 1.08x
-    slower for GPT-2 there). Elsewhere the library's default."""
-    if device.type != "cpu":
+def choose_attention(model: torch.nn.Module, precision: Precision) -> str:
+    """The attention kernel for the run's device and compute dtype (returned). On the CPU, by what
+    bench/cpu_kernels.py and the issue's side-by-side figures measured at the sizes trained here: under bf16
+    autocast eager attention (SDPA's CPU kernel runs its softmax in fp32 on converted copies: 1.07-1.19x slower);
+    in full fp32, PyTorch's fused attention (SDPA) where the CPU has only AVX2 (1.25x faster than eager there: it
+    saves the materialised score matrix and several passes over memory), eager where torch runs AVX-512 kernels
+    (SDPA a tie for BERT and 1.08x slower for GPT-2 there). Elsewhere the library's default."""
+    if precision.device_type != "cpu":
         return "default"
-    if compute_dtype == torch.bfloat16:
+    if precision.autocast_dtype == torch.bfloat16:
         choice = "eager"
     else:
         choice = "eager" if cpu_vector_width().startswith("AVX512") else "sdpa"

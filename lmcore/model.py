@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, checkpoint, compat, console, dist, hardware, tracking
+from . import atomic, checkpoint, compat, console, dist, hardware, precision, tracking
 from .args import ArgsError, LanguageModelingArgs
 from .corpus import resolve_files
 from .data import features_for
@@ -34,7 +34,7 @@ class LanguageModelingModel:
     """A language model to train (from scratch or from a saved model) and evaluate.
 
     Attributes, as in Simple Transformers: `model` (the PyTorch module), `tokenizer`, `args`
-    (LanguageModelingArgs), `device`.
+    (LanguageModelingArgs), `device`; and `precision` (lmcore.precision.Precision: what it computes in there).
     """
 
     def __init__(self, model_type: str, model_name: str | None, generator_name: str | None = None,
@@ -60,20 +60,21 @@ class LanguageModelingModel:
         _warn_unused(kwargs, "LanguageModelingModel()")
         compat.warn_inert(self.args, self._warned)
         self._check(model_type, model_name, train_files, generator_name, discriminator_name)
-        self.spec: ModelType = get_model_type(model_type)
-        self.family = family_of(self.spec)
+        self.entry: ModelType = get_model_type(model_type)  # the registry entry of model_type
+        self.family = family_of(self.entry)
         _check_local_rank(self.args.local_rank)
         if self.args.local_rank != -1 and cuda_device == -1:
             cuda_device = self.args.local_rank
         self.device = self._pick_device(use_cuda, cuda_device)
+        self.precision = precision.for_args(self.device, self.args)
         dist.init(use_cuda)
         dist.set_threads(self.args.thread_count)
         self.args.model_name, self.args.model_type = model_name, model_type
         _seed_everything(self.args.seed)
         if model_name is None and not (generator_name or discriminator_name):
-            built = self.family.from_scratch(self.spec, self.args, lambda n: self._scratch_tokenizer(train_files, n))
+            built = self.family.from_scratch(self.entry, self.args, lambda n: self._scratch_tokenizer(train_files, n))
         else:
-            built = self.family.load(self.spec, self.args, model_name, generator_name, discriminator_name,
+            built = self.family.load(self.entry, self.args, model_name, generator_name, discriminator_name,
                                      lambda n: self._scratch_tokenizer(train_files, n))
         self.model, self.tokenizer, self.config = built.model, built.tokenizer, built.config
         if built.resume_from:
@@ -83,19 +84,18 @@ class LanguageModelingModel:
         self._add_special_tokens()
         # Models start identical on every rank (seeded above); dropout then differs per rank.
         _seed_everything(self.args.seed + dist.rank())
-        self.attention = hardware.choose_attention(
-            self.model, self.device, hardware.autocast_dtype(self.device, self.args.precision))
+        self.attention = hardware.choose_attention(self.model, self.precision)
         hardware.fuse_activations(self.model)
         self.model.to(self.device)
 
     # ---- construction -----------------------------------------------------------------------------------------
     def _check(self, model_type, model_name, train_files, generator_name, discriminator_name) -> None:
         problems = self.args.problems()
-        spec = MODEL_TYPES.get(model_type)
-        if spec is None:
+        entry = MODEL_TYPES.get(model_type)
+        if entry is None:
             problems.append(f"unknown model_type {model_type!r}: choose one of {', '.join(sorted(MODEL_TYPES))}")
         else:
-            problems += family_of(spec).problems(spec, self.args)
+            problems += family_of(entry).problems(entry, self.args)
         scratch = model_name is None and not (generator_name or discriminator_name)
         if scratch and train_files is None and not self.args.tokenizer_name:
             problems.append("training from scratch (model_name=None) needs train_files to train a tokenizer on "
@@ -118,18 +118,18 @@ class LanguageModelingModel:
             files = resolve_files(train_files, self.args.encoding, self.args.dataset_cache_dir)
             tok = None
             if dist.is_main():  # other ranks wait, then find the trained tokenizer in the cache
-                tok = train_tokenizer(self.spec, files, self.args, max_length)
+                tok = train_tokenizer(self.entry, files, self.args, max_length)
             dist.barrier()
             if tok is None:
-                tok = train_tokenizer(self.spec, files, self.args, max_length)
+                tok = train_tokenizer(self.entry, files, self.args, max_length)
         tok.model_max_length = max_length
         return tok
 
     def block_size(self) -> int:
         limit = self.tokenizer.model_max_length
-        positions = getattr(self.config, self.spec.positions_field, None)
+        positions = getattr(self.config, self.entry.positions_field, None)
         if positions:
-            limit = min(limit, positions - self.spec.position_offset)
+            limit = min(limit, positions - self.entry.position_offset)
         wanted = requested_block(self.args)
         if wanted > limit:
             log.warning("block size %d is longer than the model's %d positions: using %d", wanted, limit, limit)
@@ -175,7 +175,8 @@ class LanguageModelingModel:
         setup = TrainSetup(
             model=self._training_module(), objective=self._objective(), features=features, args=self.args,
             device=self.device, pad_id=padding_id(self.tokenizer), output_dir=out, save_model=self._save_to,
-            tracker=tracker, autocast=self._autocast, **precision_settings(self.device, self.args), resume=resume, group_by_length=self.args.dataset_kind == "line_by_line",
+            tracker=tracker, precision=self.precision, resume=resume,
+            group_by_length=self.args.dataset_kind == "line_by_line",
             evaluate=(lambda: self._evaluate_during_training(eval_features)) if eval_features is not None else None,
             on_evaluation=on_evaluation)
         state = fit(setup)
@@ -189,6 +190,8 @@ class LanguageModelingModel:
 
     def _apply_args(self, args: dict | None) -> None:
         apply_args(self.args, args, self._warned)
+        # The one other place precision is resolved: train_model(args=...) may change mixed_precision or fp16.
+        self.precision = precision.for_args(self.device, self.args)
 
     def _quiet_when_silent(self, silent: bool = False):
         """`silent`: only warnings and errors from the engine while this runs."""
@@ -214,13 +217,10 @@ class LanguageModelingModel:
 
     def _training_module(self) -> torch.nn.Module:
         """The module training and evaluation call (the one DistributedDataParallel wraps)."""
-        return self.family.training_module(self.spec, self.args, self.model)
+        return self.family.training_module(self.entry, self.args, self.model)
 
     def _objective(self):
         return self.family.objective(self.args, self.tokenizer)
-
-    def _autocast(self):
-        return hardware.autocast(self.device, self.args.precision)
 
     # ---- evaluation -------------------------------------------------------------------------------------------
     def eval_model(self, eval_file, output_dir: str | None = None, verbose: bool = True, silent: bool = False,
@@ -242,7 +242,7 @@ class LanguageModelingModel:
 
     def _evaluate_features(self, features) -> dict:
         return evaluate(self._training_module(), self._objective(), features, self.args.eval_batch_size,
-                        padding_id(self.tokenizer), self.device, self.args.seed, self._autocast)
+                        padding_id(self.tokenizer), self.device, self.args.seed, self.precision)
 
     # ---- saving -----------------------------------------------------------------------------------------------
     def _save_to(self, folder: Path) -> None:
@@ -310,7 +310,7 @@ class LanguageModelingModel:
 
         out = str(output_dir or self.args.output_dir)
         files = resolve_files(train_files, self.args.encoding, self.args.dataset_cache_dir)
-        tok = train_tokenizer_into(self.spec, files, self.args, self.tokenizer.model_max_length, out)
+        tok = train_tokenizer_into(self.entry, files, self.args, self.tokenizer.model_max_length, out)
         log.info("Trained the %s tokenizer%s: %d tokens, saved to %s", self.model_type,
                  f" {tokenizer_name}" if tokenizer_name else "", len(tok), out)
         if use_trained_tokenizer:
@@ -335,7 +335,7 @@ class LanguageModelingModel:
     def predict(self, to_predict, generation_args: GenerationArgs | None = None, **kwargs):
         """Continue each text of `to_predict` with a causal model (gpt2, openai-gpt). Returns (the generated
         texts, the raw outputs of `generate` per batch); `kwargs` go to `generate`."""
-        if not self.family.generates_text(self.spec, self.args):
+        if not self.family.generates_text(self.entry, self.args):
             raise ArgsError(f"predict generates text and needs a causal language model (gpt2, openai-gpt with "
                             f"mlm=False); this is {self.model_type!r} with mlm={self.args.mlm}")
         return generate_text(self.model, self.tokenizer, to_predict, generation_args or GenerationArgs(),
@@ -393,12 +393,6 @@ def run_tracker(args, tracker):
     finally:
         if run is not tracker and hasattr(run, "close"):
             run.close()
-
-
-def precision_settings(device: torch.device, args) -> dict:
-    """TrainSetup's loss scaling and compute dtype under the precision rule of `args` on `device`."""
-    return {"grad_scaler": hardware.needs_grad_scaler(device, args.precision),
-            "compute_dtype": str(hardware.autocast_dtype(device, args.precision) or torch.float32).split(".")[-1]}
 
 
 def apply_args(settings, changes, warned: set) -> None:

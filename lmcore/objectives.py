@@ -1,4 +1,6 @@
-"""The pre-training objectives as small pure functions over tensors.
+"""The pre-training objectives as small pure functions over tensors, and `Objective`: what the training loop
+and the evaluator ask of any objective (MLM and CLM here, ELECTRA in `lmcore.electra`, sequence classification
+in `lmcore.classify_objective`).
 
 Shapes: B = batch, T = tokens per example, V = vocabulary. Labels use -100 for "not scored" (the PyTorch and
 Hugging Face convention).
@@ -7,6 +9,7 @@ Hugging Face convention).
 from __future__ import annotations
 
 import math
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +57,42 @@ def mask_tokens(input_ids: torch.Tensor, candidates: torch.Tensor, mask_id: int,
     return inputs, labels
 
 
-def _draws_for(batch: dict, generator_for, vocab_size: int) -> dict[str, torch.Tensor]:
+@runtime_checkable
+class Objective(Protocol):
+    """An objective in two halves, so the training loop never waits on the device: `prepare` (host side, on a
+    collated batch: inputs, labels and how much each loss term scores) and `loss_sums` (device side: each term's
+    summed loss). The loop divides each sum by its term's count over the whole optimizer step (all micro-batches,
+    all processes), so every scored token (or example) weighs the same whatever the batching; the step's loss is
+    the `weights`-weighted sum of the terms. Evaluation adds `eval_sums` over batches and processes (arrays of
+    `eval_sum_shapes`) and turns the totals into results with `eval_metrics`."""
+
+    terms: tuple[str, ...]
+    """The loss terms, in the order the loop stacks them."""
+    weights: dict[str, float]
+    """Each term's weight in the step's loss."""
+
+    def prepare(self, batch: dict, generator_for: Callable[[int], torch.Generator]) -> dict:
+        """Host side: the model's inputs and `counts` (term -> what it scores). `generator_for(example number)`
+        gives the generator that example's random draws come from (replayable on resume)."""
+        ...
+
+    def loss_sums(self, model: torch.nn.Module, prepared: dict) -> dict[str, torch.Tensor]:
+        """Device side: term -> summed loss over what it scores in this batch."""
+        ...
+
+    def eval_sum_shapes(self) -> dict[str, tuple]:
+        ...
+
+    def eval_sums(self, model: torch.nn.Module, prepared: dict) -> dict:
+        ...
+
+    def eval_metrics(self, totals: dict) -> dict:
+        ...
+
+
+def draws_for(batch: dict, generator_for, vocab_size: int) -> dict[str, torch.Tensor]:
+    """`row_draws` for a collated batch: each row from the generator of its example number (`batch["index"]`),
+    over its real tokens. Shared by every masking objective (MLM, ELECTRA), so both mask an example alike."""
     generators = [generator_for(int(i)) for i in batch["index"]]
     return row_draws(generators, batch["attention_mask"].sum(1), batch["input_ids"].shape[1], vocab_size)
 
@@ -171,14 +209,9 @@ def to_device(prepared: dict, device, non_blocking: bool = True) -> dict:
 
 
 class LanguageModelObjective:
-    """MLM (`causal=False`) or CLM (`causal=True`) on a LanguageModelForTraining.
-
-    Every objective works in two halves so the training loop never waits on the device: `prepare` (host side,
-    on the collated batch: masks, labels and how many tokens each loss term scores) and `loss_sums` (device
-    side: the summed loss of each term). The loop divides each sum by its term's token count over the whole
-    optimizer step (all micro-batches, all processes), so every scored token weighs the same whatever the
-    batching. `eval_sums` / `eval_metrics` add up over batches and processes into eval_loss and perplexity.
-    """
+    """MLM (`causal=False`) or CLM (`causal=True`) on a LanguageModelForTraining (an `Objective`): one term, the
+    tokens it scores; `eval_sums` / `eval_metrics` add up over batches and processes into eval_loss and
+    perplexity."""
 
     terms = ("lm",)
 
@@ -204,7 +237,7 @@ class LanguageModelObjective:
         candidates = maskable(ids, attn, self.special_ids.to(ids.device))
         if keep is not None:
             candidates = candidates & keep
-        draws = _draws_for(batch, generator_for, self.vocab_size)
+        draws = draws_for(batch, generator_for, self.vocab_size)
         return mask_tokens(ids, candidates, self.mask_id, self.mlm_probability, draws)
 
     def prepare(self, batch: dict, generator_for) -> dict:

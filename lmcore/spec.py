@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .args import ArgsError
+from .atomic import write_text
 
 
 @dataclass
@@ -62,6 +63,4 @@ class RunSpec:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from .atomic import write_text
-
         write_text(path, json.dumps(self.to_dict(), indent=2))

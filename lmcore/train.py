@@ -1,8 +1,10 @@
-"""`fit()`: the training loop, readable top to bottom.
+"""`fit()`: the training loop, readable top to bottom, around `train_step()`: one optimizer step.
 
-lr from the step -> micro-batches (masks seeded by their position) -> loss checked finite on every rank -> clip ->
-step -> log -> evaluate -> checkpoint -> stop. Everything the loop needs to continue lives in `state`, which is
-exactly what a checkpoint saves and what resume loads.
+`train_step`: forward over the step's micro-batches (masks seeded by their position), backward, clip, and the
+optimizer step, guarded against a non-finite loss. `fit` is the schedule around it: the learning rate from the
+step, which micro-batches come next, when to log (the one host sync of a logging window), evaluate, checkpoint and
+stop. Everything the loop needs to continue lives in `state`, which is exactly what a checkpoint saves and what
+resume loads.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,9 @@ from .args import ArgsError, LanguageModelingArgs
 from .batches import collate, epoch_batches, split_by_length
 from .data import Features
 from .evaluate import batch_generator
-from .objectives import to_device
+from .objectives import Objective, to_device
+from .precision import Precision
+from .progress import TrainingProgress
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +38,24 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclass
 class TrainSetup:
-    """What `fit` trains and with what; built by `LanguageModelingModel.train_model`."""
+    """What `fit` trains and with what; built by the front doors' `train_model`."""
 
     model: torch.nn.Module
-    objective: object
+    objective: Objective
     features: Features
     args: LanguageModelingArgs
     device: torch.device
+    precision: Precision
+    """What the run computes in (autocast dtype, loss scaling), resolved by the front door with the device."""
     pad_id: int
     output_dir: Path
     save_model: Callable[[Path], None]
     """Writes the model, tokenizer and args into a folder (rank 0 only)."""
     evaluate: Callable[[], dict] | None = None
     tracker: object = None
-    autocast: Callable = contextlib.nullcontext
     resume: dict | None = None
     """A loaded checkpoint state to continue from."""
     group_by_length: bool = False
-    grad_scaler: bool = False
-    """Scale the loss (CUDA fp16 autocast): fp16 gradients underflow otherwise."""
-    compute_dtype: str = "float32"
-    """The dtype matmuls run in (autocast's), for FLOPs utilisation against that dtype's measured peak."""
     on_evaluation: Callable[[int, dict], str | None] | None = None
     """Called on the main process after each evaluation with (step, results); a non-empty answer stops training
     there on every process, with that answer as the reason (a sweep stops a trial that is clearly behind)."""
@@ -89,30 +89,20 @@ def plan(features: Features, args: LanguageModelingArgs) -> tuple[int, int]:
 
 
 def fit(run: TrainSetup) -> State:
-    args, model, device = run.args, run.model, run.device
-    tracker = run.tracker
+    args, device = run.args, run.device
     main = dist.is_main()
     micro_per_epoch, total = plan(run.features, args)
     warmup = optim.warmup_steps(args, total)
-    optimizer = optim.make_optimizer(model, args)
-    trained = [p for group in optimizer.param_groups for p in group["params"]]
-    clip = args.max_grad_norm if optim.clips_gradients(args) else math.inf
-    scaler = torch.amp.GradScaler(device.type) if run.grad_scaler else None
-    # Fused AdamW can skip a step on the device (GradScaler's found_inf): no host sync per step is then needed
-    # to keep a non-finite step from being applied. Other optimizers are checked on the host every step.
-    skips_on_device = scaler is None and getattr(optimizer, "_step_supports_amp_scaling", False)
+    optimizer = optim.make_optimizer(run.model, args)
     state = State()
     if run.resume is not None:
         state = _restore(run.resume, optimizer)
         log.info("Resuming at step %d (epoch %d, micro-batch %d)", state.step, state.epoch, state.position)
-    ddp_model = model
-    if dist.world() > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    model.train()
+    stepper = make_stepper(run, optimizer)
+    run.model.train()
     start_step = state.step
-    progress = _Progress(total, state.step, device.type, run.compute_dtype) if main else None
-    window = _Window(run.objective, tracker if main else None, args.learning_rate)
+    progress = TrainingProgress(total, state.step, run.precision) if main else None
+    window = _Window(run.objective, run.tracker if main else None, args.learning_rate)
     source = _MicroBatches(run)
     try:
         while state.step < total and not state.stopped_early and not state.stopped_by:
@@ -123,38 +113,11 @@ def fit(run: TrainSetup) -> State:
             if main and progress.flops_per_position is None:
                 with progress.paused():  # one extra forward/backward, not training: kept out of the rate
                     progress.flops_per_position = hardware.measured_flops_per_position(
-                        model, run.objective, to_device(micro[0], device))
-            totals = _global_counts(run.objective, micro, device)
-            step_sums = torch.zeros(len(run.objective.terms), dtype=torch.float32, device=device)
-            for k, prepared in enumerate(micro):
-                on_device = to_device(prepared, device)
-                sync = k == len(micro) - 1 or dist.world() == 1
-                with (contextlib.nullcontext() if sync else ddp_model.no_sync()), run.autocast():
-                    sums = run.objective.loss_sums(ddp_model, on_device)
-                sums = torch.stack([sums[t].float() for t in run.objective.terms])
-                # Each term's sum over its tokens in the whole step, all processes (DDP averages the gradients
-                # over processes, hence the world factor): every scored token weighs the same.
-                loss = (sums / totals * source.term_weights).sum() * dist.world()
-                (scaler.scale(loss) if scaler else loss).backward()
-                step_sums += sums.detach()
-            if scaler:
-                scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(trained, clip)
-            bad = ~torch.isfinite(grad_norm) | ~torch.isfinite(step_sums.sum())
-            if dist.world() > 1:
-                bad = ~torch.isfinite(grad_norm)  # the gradients are reduced: every process agrees on this one
-            if scaler:  # an infinite fp16 gradient only means "lower the scale": the scaler skips that step
-                scaler.step(optimizer)
-                scaler.update()
-            elif skips_on_device:
-                optimizer.found_inf, optimizer.grad_scale = bad.float(), None
-                optimizer.step()
-            else:
-                if bool(bad):
-                    window.add(state.step + 1, step_sums, totals, bad, lr, 0.0, 0)
-                    window.flush(state)  # raises, naming the step; nothing was applied
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+                        run.model, run.objective, to_device(micro[0], device))
+            done = train_step(stepper, micro)
+            if done.refused:
+                window.add(state.step + 1, done.sums, done.totals, done.bad, lr)
+                window.flush(state)  # raises, naming the step; nothing was applied
             step_tokens = sum(p["tokens"] for p in micro) * dist.world()
             state.step += 1
             state.position += used
@@ -165,8 +128,7 @@ def fit(run: TrainSetup) -> State:
                 state.epoch, state.position = state.epoch + 1, 0
             if main:
                 progress.tick(step_tokens, sum(p["input_ids"].numel() for p in micro) * dist.world())
-            window.add(state.step, step_sums, totals, bad if scaler is None else ~torch.isfinite(step_sums.sum()),
-                       lr)
+            window.add(state.step, done.sums, done.totals, done.bad, lr)
             evaluate_now, checkpoint_name = _due(run, state, epoch_done, total)
             logging_now = state.step % args.logging_steps == 0 or state.step == total or \
                 state.step == start_step + 1
@@ -178,8 +140,8 @@ def fit(run: TrainSetup) -> State:
             if main and (logging_now or quiet):
                 figures = progress.window_figures()
                 log.info("%s", progress.line(state, total, window.report(), lr, figures))
-                if tracker is not None:
-                    tracker.log_metrics(figures, step=state.step)
+                if run.tracker is not None:
+                    run.tracker.log_metrics(figures, step=state.step)
             with progress.paused() if main else contextlib.nullcontext():
                 _evaluate_and_save(run, optimizer, state, evaluate_now, checkpoint_name, epoch_done)
     finally:
@@ -187,7 +149,118 @@ def fit(run: TrainSetup) -> State:
     return state
 
 
-def _global_counts(objective, micro: list[dict], device) -> torch.Tensor:
+# ---- one optimizer step -----------------------------------------------------------------------------------------
+
+@dataclass
+class Stepper:
+    """What every optimizer step of a run uses, fixed when the run starts (`make_stepper`)."""
+
+    module: torch.nn.Module
+    """What the objective calls: the training module, wrapped in DistributedDataParallel under several processes."""
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    trained: list
+    """The parameters the optimizer steps (the ones clipped)."""
+    clip: float
+    """max_grad_norm, or inf when gradients are not clipped (the norm is still computed: it is the finite check)."""
+    device: torch.device
+    precision: Precision
+    term_weights: torch.Tensor
+    """(terms,) each loss term's weight in the step's loss, on the device."""
+    scaler: torch.amp.GradScaler | None
+    stepping: str
+    """How a non-finite step is kept from being applied: "grad scaler" (fp16: the scaler skips it and lowers the
+    scale), "on device" (fused AdamW skips it itself, told through GradScaler's found_inf: no host sync per step),
+    "on host" (any other optimizer: the step's finiteness is read on the host every step)."""
+
+
+@dataclass
+class StepResult:
+    """What one optimizer step leaves for the schedule: device tensors, read at the logging window's one sync."""
+
+    sums: torch.Tensor
+    """(terms,) each loss term's sum over the step's micro-batches on this process (device)."""
+    totals: torch.Tensor
+    """(terms,) what each term scored over the step, all processes (device): sums / totals are the mean losses."""
+    bad: torch.Tensor
+    """() bool on the device: the step was not finite (its loss; without a grad scaler, also its gradients) and was
+    not applied. Training stops at the next sync, naming it."""
+    refused: bool = False
+    """Known on the host ("on host" stepping): the step was not finite and was not applied; training must stop."""
+
+
+def make_stepper(run: TrainSetup, optimizer: torch.optim.Optimizer) -> Stepper:
+    """The run's Stepper: DDP around the training module under several processes, and the stepping mode that
+    needs the fewest host syncs for this precision and optimizer."""
+    module = run.model
+    if dist.world() > 1:
+        module = torch.nn.parallel.DistributedDataParallel(
+            run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler(run.device.type) if run.precision.grad_scaler else None
+    if scaler is not None:
+        stepping = "grad scaler"
+    elif getattr(optimizer, "_step_supports_amp_scaling", False):
+        stepping = "on device"
+    else:
+        stepping = "on host"
+    objective = run.objective
+    return Stepper(
+        module=module, objective=objective, optimizer=optimizer,
+        trained=[p for group in optimizer.param_groups for p in group["params"]],
+        clip=run.args.max_grad_norm if optim.clips_gradients(run.args) else math.inf, device=run.device,
+        precision=run.precision,
+        term_weights=torch.tensor([objective.weights[t] for t in objective.terms], dtype=torch.float32,
+                                  device=run.device),
+        scaler=scaler, stepping=stepping)
+
+
+def train_step(stepper: Stepper, micro: list[dict]) -> StepResult:
+    """One optimizer step over `micro`, the step's prepared micro-batches (host tensors): forward and backward of
+    each (gradients averaged over processes on the last one only), clip, and the optimizer step unless the loss
+    or the gradients are not finite. No host sync, except in "on host" stepping."""
+    s = stepper
+    totals = _global_counts(s.objective, micro, s.device)
+    sums = torch.zeros(len(s.objective.terms), dtype=torch.float32, device=s.device)
+    for k, prepared in enumerate(micro):
+        on_device = to_device(prepared, s.device)
+        sync = k == len(micro) - 1 or dist.world() == 1
+        with (contextlib.nullcontext() if sync else s.module.no_sync()), s.precision.autocast():
+            parts = s.objective.loss_sums(s.module, on_device)
+        parts = torch.stack([parts[t].float() for t in s.objective.terms])
+        # Each term's sum over its tokens in the whole step, all processes (DDP averages the gradients over
+        # processes, hence the world factor): every scored token weighs the same.
+        loss = (parts / totals * s.term_weights).sum() * dist.world()
+        (s.scaler.scale(loss) if s.scaler else loss).backward()
+        sums += parts.detach()
+    return _clip_and_step(s, sums, totals)
+
+
+def _clip_and_step(s: Stepper, sums: torch.Tensor, totals: torch.Tensor) -> StepResult:
+    """Clip, then step the optimizer the way the run's stepping mode keeps a non-finite step out (one branch
+    each)."""
+    if s.scaler:
+        s.scaler.unscale_(s.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.trained, s.clip)
+    bad = ~torch.isfinite(grad_norm) | ~torch.isfinite(sums.sum())
+    if dist.world() > 1:
+        bad = ~torch.isfinite(grad_norm)  # the gradients are reduced: every process agrees on this one
+    refused = False
+    if s.stepping == "grad scaler":  # an infinite fp16 gradient only means "lower the scale": the scaler skips it
+        s.scaler.step(s.optimizer)
+        s.scaler.update()
+        bad = ~torch.isfinite(sums.sum())  # only a non-finite loss is an error
+    elif s.stepping == "on device":
+        s.optimizer.found_inf, s.optimizer.grad_scale = bad.float(), None
+        s.optimizer.step()
+    elif bool(bad):
+        refused = True
+    else:
+        s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    return StepResult(sums, totals, bad, refused)
+
+
+def _global_counts(objective: Objective, micro: list[dict], device) -> torch.Tensor:
     """Tokens each loss term scores in this optimizer step, over all micro-batches and processes (counted on
     the host when the masks were drawn; one small all-reduce before the backward pass under DDP)."""
     counts = torch.tensor([[p["counts"][t] for t in objective.terms] for p in micro], dtype=torch.float32).sum(0)
@@ -197,6 +270,8 @@ def _global_counts(objective, micro: list[dict], device) -> torch.Tensor:
     return counts.clamp(min=1.0)
 
 
+# ---- the schedule's helpers -------------------------------------------------------------------------------------
+
 class _MicroBatches:
     """The prepared micro-batches (collated, masked: host work) of each optimizer step, the next step's made in
     a background thread while the current one computes. A pure function of (seed, epoch, position), so prefetching
@@ -205,8 +280,6 @@ class _MicroBatches:
     def __init__(self, run: TrainSetup):
         self.run = run
         self.accumulate = run.args.gradient_accumulation_steps
-        self.term_weights = torch.tensor([run.objective.weights[t] for t in run.objective.terms],
-                                         dtype=torch.float32, device=run.device)
         self.pin = run.device.type == "cuda"
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmcore-batches")
         self.pending: tuple | None = None
@@ -446,78 +519,3 @@ def _restore(saved: dict, optimizer) -> State:
 
 def _fmt(d: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in d.items())
-
-
-class _Progress:
-    """What a progress line reports, on the main process: tokens/s and hardware FLOPs utilisation over exactly the
-    steps since the previous line, and an ETA. The clock is paused while the loop evaluates, writes a checkpoint or
-    counts FLOPs, so a window's rate is its training steps' rate (a checkpoint inside it no longer turns 28,000
-    tokens/s into 300)."""
-
-    def __init__(self, total: int, start_step: int, device_type: str, compute_dtype: str):
-        self.total, self.start_step = total, start_step
-        self.device_type, self.compute_dtype = device_type, compute_dtype
-        self.peak = hardware.matmul_peak_flops(device_type, compute_dtype) * dist.world()
-        self.flops_per_position: float | None = None
-        self.t0 = self.window_start = self.last_line = time.perf_counter()
-        self.paused_total = self.paused_in_window = 0.0
-        self.tokens = self.positions = self.steps = 0
-        self.remeasured = False
-
-    @contextlib.contextmanager
-    def paused(self):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            spent = time.perf_counter() - start
-            self.paused_total += spent
-            self.paused_in_window += spent
-
-    def tick(self, tokens: int, positions: int) -> None:
-        """One optimizer step done: `tokens` real tokens and `positions` computed positions (padding included),
-        over all processes."""
-        self.tokens += tokens
-        self.positions += positions
-        self.steps += 1
-
-    def window_figures(self) -> dict:
-        """tokens/s and HFU (FLOPs executed / (seconds x the measured matmul peak of the dtype in use, all
-        processes)) since the previous call; the window then starts again. These are the figures the line shows
-        and the tracker records at that step."""
-        now = time.perf_counter()
-        seconds = max(now - self.window_start - self.paused_in_window, 1e-9)
-        flops = (self.flops_per_position or 0.0) * self.positions
-        hfu = flops / seconds / self.peak if self.peak else 0.0
-        if hfu > 1.0 and not self.remeasured:
-            # Only a peak measured while something else held the cores can be beaten: measure it again, once.
-            self.remeasured = True
-            hardware.matmul_peak_flops.cache_clear()
-            self.peak = max(self.peak, hardware.matmul_peak_flops(self.device_type, self.compute_dtype)
-                            * dist.world())
-            log.info("Utilisation came out over 100%%: the %s matmul peak was measured on busy cores; re-measured "
-                     "at %.0f GFLOP/s", self.compute_dtype, self.peak / 1e9)
-            hfu = flops / seconds / self.peak
-        figures = {"tokens_per_second": self.tokens / seconds, "hfu": hfu}
-        self.window_start, self.paused_in_window = now, 0.0
-        self.tokens = self.positions = self.steps = 0
-        return figures
-
-    def quiet_too_long(self) -> bool:
-        """A progress line at least every 30 s, whatever logging_steps says."""
-        return time.perf_counter() - self.last_line > 30
-
-    def line(self, state: State, total: int, loss: str, lr: float, figures: dict) -> str:
-        self.last_line = time.perf_counter()
-        elapsed = self.last_line - self.t0
-        done = state.step - self.start_step
-        eta = elapsed / max(done, 1) * (total - state.step)
-        return (f"step {state.step}/{total} ({100 * state.step / total:.0f}%) | epoch {state.epoch} | "
-                f"{loss} | lr {lr:.3g} | {figures['tokens_per_second']:,.0f} tokens/s | "
-                f"HFU {100 * figures['hfu']:.0f}% of {self.compute_dtype} peak | elapsed {_hms(elapsed)} | "
-                f"ETA {_hms(eta)}")
-
-
-def _hms(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

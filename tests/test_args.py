@@ -122,12 +122,13 @@ def test_args_round_trip_through_model_args_json(tmp_path):
 def test_mixed_precision_follows_the_hardware_on_cpu(monkeypatch, native, mode, expected):
     import torch
 
-    from lmcore import hardware
+    from lmcore import precision
 
-    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: native)
-    dtype = hardware.autocast_dtype(torch.device("cpu"), mode)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    resolved = precision.resolve(torch.device("cpu"), mode)
+    dtype = resolved.autocast_dtype
     assert (None if dtype is None else str(dtype).split(".")[1]) == expected
-    assert not hardware.needs_grad_scaler(torch.device("cpu"), mode)
+    assert resolved.name == (expected or "float32") and not resolved.grad_scaler
 
 
 def test_hub_name_resolves_through_the_local_cache_offline(trained_dirs, tmp_path, monkeypatch):

@@ -1,7 +1,6 @@
 """Simple Transformers data settings honoured: tokenizers saved with padding and truncation on, sliding windows,
 encoding, process_count, use_hf_datasets, dataset_class."""
 
-import contextlib
 import csv
 import json
 import math
@@ -21,6 +20,7 @@ from lmcore.batches import collate
 from lmcore.data import features_for
 from lmcore.evaluate import evaluate
 from lmcore.objectives import LanguageModelForTraining, LanguageModelObjective
+from lmcore.precision import Precision
 from tests.conftest import sample_lines, tiny_args
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -157,7 +157,7 @@ def test_gpt2_sliding_window_perplexity_matches_the_documented_algorithm(tmp_pat
     # A fresh wrapper is in training mode; evaluate() must neither score with dropout nor leave it on in the model.
     result = evaluate(LanguageModelForTraining(model, causal=True), LanguageModelObjective(True, gpt2_tokenizer),
                       features, batch_size=8, pad_id=gpt2_tokenizer.pad_token_id, device=torch.device("cpu"), seed=1,
-                      autocast=contextlib.nullcontext)
+                      precision=Precision("cpu"))
     assert not model.training
     tokens = stream_of(gpt2_tokenizer, test)
     expected_loss, expected_count = strided_perplexity_reference(model, tokens, BLOCK, int(BLOCK * stride))
@@ -218,7 +218,7 @@ def test_mlm_sliding_evaluation_scores_each_position_at_most_once(tmp_path, bert
                                              num_attention_heads=2, intermediate_size=64))
     objective = LanguageModelObjective(False, tok, mlm_probability=0.99)
     result = evaluate(LanguageModelForTraining(model, causal=False), objective, features, 16, tok.pad_token_id,
-                      torch.device("cpu"), seed=3, autocast=contextlib.nullcontext)
+                      torch.device("cpu"), seed=3, precision=Precision("cpu"))
     assert 0.97 * distinct <= result["eval_tokens"] <= distinct
 
     # ELECTRA's discriminator scores the same positions: every distinct token once.

@@ -134,3 +134,30 @@ def test_fused_gelu_swap_keeps_gpt2_outputs():
     assert hardware.fuse_activations(model) == 2
     assert not any(type(m).__name__ == "NewGELUActivation" for m in model.modules())
     torch.testing.assert_close(model(input_ids=ids).logits, before, rtol=1e-5, atol=1e-5)
+
+
+def test_families_and_objectives_meet_their_interfaces():
+    """The front doors and the loop talk to families and objectives through `ModelFamily` and `Objective` only."""
+    import inspect
+
+    from lmcore.classify_objective import ClassificationObjective
+    from lmcore.electra import ElectraObjective
+    from lmcore.families import FAMILIES, ModelFamily
+    from lmcore.objectives import LanguageModelObjective, Objective
+
+    for family in FAMILIES.values():
+        assert isinstance(family, ModelFamily)
+        for name in ("load", "save", "from_scratch", "training_module", "objective"):
+            wanted = list(inspect.signature(getattr(ModelFamily, name)).parameters)[1:]
+            assert list(inspect.signature(getattr(family, name)).parameters) == wanted, (family, name)
+
+    class Tok:
+        mask_token_id, all_special_ids = 4, [0, 1, 2, 3, 4]
+
+        def __len__(self):
+            return 100
+
+    for objective in (LanguageModelObjective(False, Tok()), ElectraObjective(Tok(), 0.15, 50.0),
+                      ClassificationObjective(2, regression=False)):
+        assert isinstance(objective, Objective)
+        assert set(objective.weights) == set(objective.terms)

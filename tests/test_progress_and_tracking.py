@@ -57,12 +57,13 @@ class _Clock:
 def test_a_window_rate_counts_its_training_time_only_and_utilisation_uses_the_known_peak(monkeypatch):
     """A window with known work: 10 steps of 1,000 tokens (2,048 computed positions each, padding included) in
     2 s of training, with a 5 s checkpoint in the middle, on a machine whose peak is 1 TFLOP/s."""
-    from lmcore import hardware, train
+    from lmcore import hardware, progress as progress_module
+    from lmcore.precision import Precision
 
     clock = _Clock()
-    monkeypatch.setattr(train.time, "perf_counter", clock)
+    monkeypatch.setattr(progress_module.time, "perf_counter", clock)
     monkeypatch.setattr(hardware, "matmul_peak_flops", lambda *a: 1e12)
-    progress = train._Progress(total=100, start_step=0, device_type="cpu", compute_dtype="float32")
+    progress = progress_module.TrainingProgress(total=100, start_step=0, precision=Precision("cpu"))
     progress.flops_per_position = 2e6
     for step in range(10):
         clock.now += 0.2
@@ -79,15 +80,18 @@ def test_a_window_rate_counts_its_training_time_only_and_utilisation_uses_the_kn
 
 
 def test_utilisation_over_100_percent_remeasures_a_peak_taken_on_busy_cores(monkeypatch, caplog):
-    from lmcore import hardware, train
+    import torch
+
+    from lmcore import hardware, progress as progress_module
+    from lmcore.precision import Precision
 
     clock = _Clock()
-    monkeypatch.setattr(train.time, "perf_counter", clock)
+    monkeypatch.setattr(progress_module.time, "perf_counter", clock)
     peaks = iter([1e9, 1e12])  # first measured while another job held the cores, then on quiet ones
     fake = lambda *a: next(peaks)  # noqa: E731
     fake.cache_clear = lambda: None
     monkeypatch.setattr(hardware, "matmul_peak_flops", fake)
-    progress = train._Progress(total=10, start_step=0, device_type="cpu", compute_dtype="bfloat16")
+    progress = progress_module.TrainingProgress(total=10, start_step=0, precision=Precision("cpu", torch.bfloat16))
     progress.flops_per_position = 1e6
     clock.now += 1.0
     progress.tick(1000, 1000)  # 1e9 FLOPs in 1 s: 100% of the busy peak... and a bit more

@@ -88,8 +88,11 @@ def test_their_default_dataset_type_none_means_simple():
 
 
 def test_fp16_false_means_full_fp32_and_a_contradiction_is_reported():
-    assert LanguageModelingArgs(fp16=False).precision == "no"
-    assert LanguageModelingArgs().precision == "auto"
+    from lmcore import precision
+
+    assert precision.mode_of(LanguageModelingArgs(fp16=False)) == "no"
+    assert precision.mode_of(LanguageModelingArgs()) == "auto"
+    assert precision.for_args("cpu", LanguageModelingArgs(fp16=False)).autocast_dtype is None
     assert any("fp16=False" in p for p in LanguageModelingArgs(fp16=False, mixed_precision="bf16").problems())
 
 

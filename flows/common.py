@@ -30,6 +30,20 @@ def none_if_empty(value: str | None) -> str | None:
     return value or None
 
 
+def _flow_name(root, entrypoint: str) -> str:
+    """The name Prefect knows a flow by (its deployments are <flow name>/<deployment>): the `@flow(name=...)` in
+    the entrypoint's file, else the function's name."""
+    import re
+
+    path, _, function = entrypoint.partition(":")
+    try:
+        source = (root / path).read_text()
+    except OSError:
+        return function
+    m = re.search(r'@flow\(name="([^"]+)"[^)]*\)\s*\ndef ' + re.escape(function) + r"\b", source)
+    return m[1] if m else function
+
+
 def deployments_help(flow_name: str) -> str:
     """For --help: the deployments of flow `flow_name` (prefect.yaml) with the parameters each one sets, and the
     presets `args` go over. Reads files only (no prefect, no torch), so --help answers at once."""
@@ -42,7 +56,7 @@ def deployments_help(flow_name: str) -> str:
     root = Path(__file__).resolve().parents[1]
     lines = ["deployments (prefect.yaml; prefect deployment run NAME --watch --params '{...}'):"]
     for d in yaml.safe_load((root / "prefect.yaml").read_text())["deployments"]:
-        flow = d.get("entrypoint", "").split(":")[-1]
+        flow = _flow_name(root, d.get("entrypoint", ""))
         if flow != "node":  # started by the pretrain stage, never by hand
             params = ", ".join(f"{k}={v}" for k, v in (d.get("parameters") or {}).items())
             lines.append(f"  {flow}/{d['name']}: {params or 'no parameters of its own'}")

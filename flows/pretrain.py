@@ -73,7 +73,7 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
              max_restarts: int = 0, rdzv_endpoint: str | None = None, rdzv_timeout: int = 600,
              node_deployment: str = NODE_DEPLOYMENT, downstream: str | list | dict | None = None,
              downstream_seeds: int = 3, downstream_learning_rates: list[float] | None = None,
-             register: bool = True, mlflow_run_id: str | None = None, output_dir: str | None = None,
+             register_model: bool = True, mlflow_run_id: str | None = None, output_dir: str | None = None,
              on_evaluation: dict | None = None) -> dict:
     """Train a language model from scratch (model_name=None) or from a saved one, on `corpus`, and evaluate it.
 
@@ -90,7 +90,7 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
     downstream: labelled files or folders (a path, a list, or mappings {"path", "label_column", "test", ...};
     "rotten_tomatoes" is the bundled demo task) the trained model (ELECTRA: its discriminator) is fine-tuned on,
     downstream_seeds times at each of downstream_learning_rates, beside random initialisation (tasks/downstream.py).
-    A sweep's trial (flows/sweep.py) passes the rest: register=False (only the sweep registers), the MLflow run
+    A sweep's trial (flows/sweep.py) passes the rest: register_model=False (only the sweep registers), the MLflow run
     to log into (mlflow_run_id, nested under the sweep's), its own output_dir (a rerun continues from its last
     checkpoint), and on_evaluation, the hook that reports each evaluation and may stop the trial (then it is neither
     evaluated again nor fine-tuned downstream)."""
@@ -145,7 +145,7 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
                            parent_run_id=run_id)
         scored = downstream_task(model_type, trained["output_dir"], tasks, downstream_seeds, downstream_learning_rates,
                                  parent_run_id=run_id) if tasks else {"figures": {}, "tags": {}}
-        registered = None if not register else register(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
+        registered = None if not register_model else register(model_type, trained["output_dir"], register_as, mlm=args.get("mlm", True),
                               tags={"corpus_key": prep["key"], "prefect_flow_run_id": flow_run.id},
                               parent_run_id=run_id, version_tags=scored["tags"])
     return {"mlflow_run_id": run_id, "metrics": metrics, "downstream": scored["figures"],

@@ -92,7 +92,7 @@ def sweep(base: dict, space: dict, trials: int | None = None, method: str = "tpe
     def run_one(trial, assignment: dict, where: dict) -> tuple:
         params = apply(base, assignment)
         state = pretrain.with_options(flow_run_name=f"{name}-trial-{trial.number}")(
-            **params, experiment=experiment, register=False, return_state=True, **where)
+            **params, experiment=experiment, register_model=False, return_state=True, **where)
         return trial, state, where
 
     started, any_done = 0, todo.finished > 0

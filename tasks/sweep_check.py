@@ -9,7 +9,7 @@ from lmcore import ArgsError
 
 from .sweep_space import Objective, parse_objective, parse_space, refused_combinations
 
-SWEEP_OWNED = ("experiment", "register", "mlflow_run_id", "output_dir", "on_evaluation")
+SWEEP_OWNED = ("experiment", "register_model", "mlflow_run_id", "output_dir", "on_evaluation")
 """Pretrain parameters the sweep sets for each trial itself."""
 DEFAULT_TPE_TRIALS = 8
 

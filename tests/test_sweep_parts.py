@@ -1,0 +1,178 @@
+"""The sweep's parts without a server: what `space` and `objective` accept and refuse (before any trial), the
+pruning rule, where studies are kept and how they are named, and which trials a resumed sweep still runs."""
+
+from __future__ import annotations
+
+import inspect
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from lmcore import ArgsError
+from tasks.pruning import ClearlyBehind, make_pruner
+from tasks.sweep import plan, trial_key
+from tasks.sweep_check import check_sweep
+from tasks.sweep_space import apply, combinations, parse_objective, parse_space
+from tasks.sweep_store import storage_url, study_name
+
+TINY = {"max_steps": 20, "vocab_size": 500,
+        "config": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}}
+
+
+def pretrain_parameters() -> set[str]:
+    from flows.pretrain import pretrain
+
+    return set(inspect.signature(pretrain.fn).parameters)
+
+
+def check(space, base=None, method="grid", **kw):
+    base = base or {"corpus": "c.txt", "args": dict(TINY)}
+    return check_sweep(base, space, kw.pop("trials", None), method, kw.pop("objective", "perplexity"),
+                       kw.pop("direction", None), kw.pop("max_parallel", 1), kw.pop("prune", True),
+                       pretrain_parameters())
+
+
+def test_a_misspelt_field_is_refused_with_the_nearest_name():
+    with pytest.raises(ArgsError) as e:
+        check({"learning_rat": [1e-3], "config.hiden_size": [32], "output_dir": ["x"]})
+    said = str(e.value)
+    assert "learning_rat: not a setting (did you mean learning_rate?)" in said
+    assert "config.hiden_size: not a field of the bert config (did you mean config.hidden_size?)" in said
+    assert "output_dir: the pipeline chooses it" in said
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"learning_rate": []}, "learning_rate: the list of values is empty"),
+    ({"learning_rate": [1e-3, 1e-3]}, "0.001 listed twice"),
+    ({"learning_rate": {"low": 1e-3, "high": 1e-4}}, "the range 0.001..0.0001 is empty"),
+    ({"learning_rate": {"low": 0, "high": 1e-3, "log": True}}, "a log range must stay above 0"),
+    ({"learning_rate": {"low": 1e-4, "high": 1e-3}}, "a grid needs the values listed, or a range with a step"),
+    ({"learning_rate": {"low": 1e-4, "hi": 1e-3}}, "a range has low and high"),
+    ({"model_type": ["bert", "bart"]}, "model_type: unknown 'bart'"),
+])
+def test_bad_space_is_refused_before_any_trial(space, message):
+    with pytest.raises(ArgsError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        check(space)
+
+
+def test_a_combination_the_engine_refuses_is_named():
+    with pytest.raises(ArgsError) as e:
+        check({"config.hidden_size": [32, 33]})
+    said = str(e.value)
+    assert "config.hidden_size=33" in said and "config.hidden_size=32" not in said
+
+
+def test_base_is_checked_too():
+    with pytest.raises(ArgsError) as e:
+        check({"learning_rate": [1e-3]}, base={"corpus": "c.txt", "model_typ": "bert", "experiment": "x"})
+    assert "base.model_typ: not a pretrain parameter (did you mean model_type?)" in str(e.value)
+    assert "base.experiment: the sweep sets it" in str(e.value)
+    with pytest.raises(ArgsError, match="at least corpus"):
+        check({"learning_rate": [1e-3]}, base={"model_type": "bert"})
+
+
+def test_pruning_switches_on_evaluations_during_training():
+    checked = check({"learning_rate": [1e-3, 2e-3]})
+    assert checked["base"]["args"]["evaluate_during_training"] is True
+    assert checked["base"]["args"]["evaluate_during_training_steps"] == 4  # 20 steps, five evaluations
+    unpruned = check({"learning_rate": [1e-3, 2e-3]}, prune=False)
+    assert "evaluate_during_training" not in unpruned["base"]["args"]
+
+
+def test_objectives_and_their_directions():
+    assert parse_objective("perplexity", None, False).direction == "minimize"
+    assert parse_objective("downstream.sst.accuracy", None, True).direction == "maximize"
+    assert parse_objective({"metric": "eval_loss", "direction": "maximize"}, None, False).direction == "maximize"
+    assert parse_objective("perplexity", None, False).prunable
+    assert not parse_objective("downstream.sst.gain", None, True).prunable
+    with pytest.raises(ArgsError, match="fine-tune on no labelled task"):
+        parse_objective("downstream.sst.accuracy", None, False)
+    with pytest.raises(ArgsError, match="did you mean perplexity"):
+        parse_objective("perplexty", None, False)
+
+
+def test_grid_points_in_order_and_values_put_where_they_belong():
+    dims = parse_space({"learning_rate": [1e-3, 2e-3], "config.num_hidden_layers": {"low": 1, "high": 3, "step": 2},
+                        "model_type": ["bert"]}, ["bert"], "grid")
+    points = combinations(dims, "grid")
+    assert points == [{"learning_rate": lr, "config.num_hidden_layers": n, "model_type": "bert"}
+                      for lr in (1e-3, 2e-3) for n in (1, 3)]
+    params = apply({"corpus": "c", "args": {"config": {"hidden_size": 32}}}, points[1])
+    assert params["args"] == {"learning_rate": 1e-3, "config": {"hidden_size": 32, "num_hidden_layers": 3}}
+    assert params["model_type"] == "bert"
+
+
+def _study(direction="minimize", pruner=None):
+    return optuna.create_study(direction=direction, pruner=pruner)
+
+
+def _finished(study, curve: dict, value: float):
+    t = study.ask()
+    for step, v in curve.items():
+        t.report(v, step)
+    study.tell(t, value)
+
+
+def test_clearly_behind_prunes_only_past_the_margin():
+    study = _study()
+    _finished(study, {10: 900.0, 20: 600.0}, 600.0)
+    _finished(study, {10: 1000.0, 20: 700.0}, 700.0)
+    rule = ClearlyBehind(margin=0.5)
+    close = study.ask()
+    close.report(1300.0, 10)  # median 950: 37% behind, inside the margin
+    assert rule.verdict(study, study.trials[close.number]) is None
+    far = study.ask()
+    far.report(1500.0, 10)  # 58% behind
+    said = rule.verdict(study, study.trials[far.number])
+    assert said.startswith("pruned at step 10: 1500 is more than 50% behind the median 950 of 2 finished trials")
+    late = study.ask()
+    late.report(1100.0, 25)  # compared with the finished trials' last values at or before step 25 (650)
+    assert rule.verdict(study, study.trials[late.number]) is not None
+    # Before n_startup_trials have finished, nobody is pruned.
+    young = _study()
+    _finished(young, {10: 900.0}, 900.0)
+    t = young.ask()
+    t.report(5000.0, 10)
+    assert ClearlyBehind().verdict(young, young.trials[t.number]) is None
+
+
+def test_prune_parameter():
+    assert make_pruner(False) is None
+    assert make_pruner(True).margin == 0.1
+    assert make_pruner({"margin": 0.3, "n_startup_trials": 3}).n_startup_trials == 3
+    with pytest.raises(ValueError, match="unknown setting"):
+        make_pruner({"patience": 2})
+
+
+def test_studies_live_beside_the_tracking_store(monkeypatch, tmp_path):
+    monkeypatch.delenv("SWEEP_STORAGE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    assert storage_url() == f"sqlite:///{tmp_path}/sweeps.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "postgresql://me@127.0.0.1:5432/test")
+    assert storage_url() == "postgresql://me@127.0.0.1:5432/test?options=-csearch_path%3Dsweeps"
+    monkeypatch.setenv("SWEEP_STORAGE", "sqlite:////elsewhere.db")
+    assert storage_url() == "sqlite:////elsewhere.db"
+    base, space = {"corpus": "c"}, {"learning_rate": [1e-3]}
+    name = study_name("s", base, space, "grid", ("perplexity", "minimize"))
+    assert name == study_name("s", dict(base), dict(space), "grid", ("perplexity", "minimize"))
+    assert name != study_name("s", base, {"learning_rate": [2e-3]}, "grid", ("perplexity", "minimize"))
+    assert name.startswith("s-")
+
+
+def test_a_resumed_grid_runs_only_what_did_not_finish(tmp_path):
+    dims = parse_space({"learning_rate": [1e-3, 2e-3, 3e-3]}, ["bert"], "grid")
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="g")
+    first = plan(study, dims, "grid", None, [])
+    assert (first.finished, first.budget, len(first.queue)) == (0, 3, 3)
+    for a in first.queue:
+        study.enqueue_trial(a)
+    done = study.ask({d.name: d.distribution() for d in dims})  # finished before the sweep died
+    done.set_user_attr("key", trial_key({"learning_rate": done.params["learning_rate"]}))
+    study.tell(done, 5.0)
+    again = plan(study, dims, "grid", None, [])
+    # Two points still to run, both already enqueued (waiting): run, not enqueued twice.
+    assert (again.finished, again.budget, again.queue) == (1, 2, [])
+    assert [t.state for t in study.trials].count(TrialState.WAITING) == 2
+    capped = plan(study, dims, "grid", 2, [])
+    assert (capped.finished, capped.budget) == (1, 1)

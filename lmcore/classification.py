@@ -32,7 +32,7 @@ from .labelled import LabelledRows, encode, infer_labels, label_ids, read_labell
 from .model import (NOT_RESTORED, _check_local_rank, _seed_everything, _warn_unused, apply_args, quiet_engine,
                     report_evaluation, resume_state, run_tracker, training_details, training_result)
 from .registry import MODEL_TYPES, get_model_type
-from .tokenizer import load_tokenizer, padding_id
+from .tokenizer import add_special_tokens_list, load_tokenizer, padding_id
 from .tracking import NullTracker
 from .train import TrainSetup, fit, write_results
 
@@ -124,8 +124,6 @@ class ClassificationModel:
         self.model, self.tokenizer = load_classifier(self.entry, source, self.num_labels, self.args)
         self.model.config.problem_type = "regression" if self.args.regression else "single_label_classification"
         if self.args.special_tokens_list:
-            from .tokenizer import add_special_tokens_list
-
             if add_special_tokens_list(self.tokenizer, self.args.special_tokens_list):
                 self.model.resize_token_embeddings(len(self.tokenizer))
         _seed_everything(self.args.seed + dist.rank())  # dropout differs per rank; weights are equal

@@ -22,7 +22,7 @@ from .evaluate import evaluate
 from .electra import DISCRIMINATOR_DIR, GENERATOR_DIR
 from .families import family_of, requested_block
 from .registry import MODEL_TYPES, ModelType, get_model_type
-from .tokenizer import load_tokenizer, padding_id, train_tokenizer
+from .tokenizer import add_special_tokens_list, load_tokenizer, padding_id, train_tokenizer, train_tokenizer_into
 from .tracking import NullTracker
 from .generate import GenerationArgs, generate_text
 from .train import TrainSetup, fit, write_results
@@ -306,8 +306,6 @@ class LanguageModelingModel:
         """Train a tokenizer of this model type's kind on `train_files` (args.vocab_size, min_frequency, ...) and
         save it into `output_dir` (default args.output_dir). With `use_trained_tokenizer` the model switches to
         it (args.tokenizer_name points there and the embeddings are resized). Returns the folder."""
-        from .tokenizer import train_tokenizer_into
-
         out = str(output_dir or self.args.output_dir)
         files = resolve_files(train_files, self.args.encoding, self.args.dataset_cache_dir)
         tok = train_tokenizer_into(self.entry, files, self.args, self.tokenizer.model_max_length, out)
@@ -321,8 +319,6 @@ class LanguageModelingModel:
 
     def _add_special_tokens(self) -> None:
         if self.args.special_tokens_list:
-            from .tokenizer import add_special_tokens_list
-
             if add_special_tokens_list(self.tokenizer, self.args.special_tokens_list):
                 self._resize_embeddings()
 

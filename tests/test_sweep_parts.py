@@ -176,3 +176,48 @@ def test_a_resumed_grid_runs_only_what_did_not_finish(tmp_path):
     assert [t.state for t in study.trials].count(TrialState.WAITING) == 2
     capped = plan(study, dims, "grid", 2, [])
     assert (capped.finished, capped.budget) == (1, 1)
+
+
+@pytest.mark.slow
+def test_on_the_team_postgresql_studies_sit_beside_mlflow_in_their_own_schema(monkeypatch):
+    """MLflow and Optuna both keep an `alembic_version` table: in one schema each would read the other's
+    migrations as its own. The study goes into the schema `sweeps` of MLflow's database, and loads again."""
+    import os
+    import uuid
+
+    psycopg2 = pytest.importorskip("psycopg2")
+    admin_url = os.environ.get("LMCORE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        admin = psycopg2.connect(admin_url, connect_timeout=3)
+    except psycopg2.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at {admin_url}: {e}")
+    admin.autocommit = True
+    name = f"lmcore_sweeps_{uuid.uuid4().hex[:8]}"
+    url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        monkeypatch.delenv("SWEEP_STORAGE", raising=False)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        from mlflow.tracking import MlflowClient
+
+        from tasks.sweep_store import load_study, open_study
+
+        MlflowClient(tracking_uri=url).search_experiments()  # MLflow's tables, migrated, in schema public
+        study = open_study(storage_url(), "team-sweep", "minimize")
+        t = study.ask({"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})
+        study.tell(t, 3.5)
+        again = load_study(storage_url(), "team-sweep")
+        assert [x.value for x in again.trials] == [3.5]
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute("SELECT table_schema FROM information_schema.tables WHERE table_name = 'alembic_version' "
+                        "ORDER BY table_schema")
+            assert [r[0] for r in cur.fetchall()] == ["public", "sweeps"]
+            cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'sweeps' "
+                        "AND table_name = 'trials'")
+            assert cur.fetchone()[0] == 1
+        MlflowClient(tracking_uri=url).create_experiment("still-works")  # MLflow still reads its own version
+    finally:  # the storages' engines still hold connections: FORCE drops them
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -24,7 +24,7 @@ WORKDIR /opt/lmcore
 
 # torch first, pinned and alone (as scripts/setup does): a loose torch requirement can pull another build.
 RUN pip install --no-cache-dir --index-url "${TORCH_INDEX_URL}" torch==2.13.0
-COPY requirements.txt pyproject.toml README.md ./
+COPY requirements.txt pyproject.toml README.md LICENSE THIRD_PARTY_NOTICES.md ./
 RUN pip install --no-cache-dir -r requirements.txt
 COPY lmcore/ lmcore/
 COPY tasks/ tasks/

@@ -20,13 +20,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PEERS = BENCH / "peers"
-SAMPLE = ROOT / "lmcore" / "sample_data" / "train.txt"
-SAMPLE_EVAL = ROOT / "lmcore" / "sample_data" / "eval.txt"
 ST_VENV = BENCH / ".venv-st"
 ST_PYTHON = ST_VENV / "bin" / "python"
 # Trainer needs accelerate, which the product does not: installed beside the bench, not into the project's venv.
 TRAINER_DEPS = BENCH / ".deps-trainer"
 MARKER = "BENCH_RESULT "
+
+
+def __getattr__(name: str) -> Path:
+    """SAMPLE, SAMPLE_EVAL: the sample corpus's train and held-out files (lmcore/sample_corpus.py), written on first
+    use by the project's Python; looked up only when asked for, so the peers' own venvs never write them."""
+    parts = {"SAMPLE": "train.txt", "SAMPLE_EVAL": "eval.txt"}
+    if name not in parts:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from lmcore import sample_corpus
+
+    return sample_corpus.ensure() / parts[name]
 
 VOCAB = 8000
 BLOCK = 128
@@ -134,9 +143,10 @@ def report(result: dict) -> None:
 # Corpora
 # ---------------------------------------------------------------------------------------------------------------
 
-def repeat_corpus(target: Path, size_bytes: int, source: Path = SAMPLE) -> Path:
-    """`source` repeated until the file reaches `size_bytes` (whole copies; the last one cut at a line end)."""
-    data = source.read_bytes()
+def repeat_corpus(target: Path, size_bytes: int, source: Path | None = None) -> Path:
+    """`source` (default: the sample corpus) repeated until the file reaches `size_bytes` (whole copies; the last one
+    cut at a line end)."""
+    data = (source or __getattr__("SAMPLE")).read_bytes()
     if not data.endswith(b"\n"):
         data += b"\n"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -151,13 +161,13 @@ def repeat_corpus(target: Path, size_bytes: int, source: Path = SAMPLE) -> Path:
 
 
 def held_out_split(work: Path) -> tuple[Path, Path]:
-    """Train on the first 95% of the sample corpus's lines and hold out the rest (plus the bundled eval file):
-    a held-out set large enough that perplexity differences of 2% are above its noise."""
-    lines = SAMPLE.read_text(encoding="utf-8").splitlines(keepends=True)
+    """Train on the first 95% of the sample corpus's lines and hold out the rest (plus its eval file): a held-out
+    set large enough that perplexity differences of 2% are above its noise."""
+    lines = __getattr__("SAMPLE").read_text(encoding="utf-8").splitlines(keepends=True)
     cut = int(len(lines) * 0.95)
     train, held = work / "quality-train.txt", work / "quality-heldout.txt"
     train.write_text("".join(lines[:cut]), encoding="utf-8")
-    held.write_text("".join(lines[cut:]) + SAMPLE_EVAL.read_text(encoding="utf-8"), encoding="utf-8")
+    held.write_text("".join(lines[cut:]) + __getattr__("SAMPLE_EVAL").read_text(encoding="utf-8"), encoding="utf-8")
     return train, held
 
 

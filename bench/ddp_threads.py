@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "lmcore" / "sample_data" / "train.txt"
 MODEL = {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024}
 TINY = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 
@@ -29,7 +28,7 @@ def run(work: Path, ranks: int, steps: int, global_batch: int, config: dict) -> 
             "output_dir": str(work / f"out-{ranks}-{steps}"), "cache_dir": str(work / "cache"),
             "config": config, "mixed_precision": "no", "reprocess_input_data": False}
     spec = work / f"spec-{ranks}-{steps}.json"
-    spec.write_text(json.dumps({"model_type": "bert", "train_files": [str(SAMPLE)], "args": args}))
+    spec.write_text(json.dumps({"model_type": "bert", "train_files": ["sample"], "args": args}))
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"]
                 if ranks > 1 else [sys.executable])
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1" if ranks > 1 else "2"}

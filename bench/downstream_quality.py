@@ -2,7 +2,7 @@
 
 The demo-size model (tasks/presets.py `demo`: BERT hidden 64, 2 layers, vocabulary 2000, block 64; ELECTRA with
 that shape as its discriminator) is pretrained from scratch with the engine on one of two corpora:
-  - `bundled`: lmcore/sample_data/train.txt, what the demo trains on;
+  - `bundled`: the sample corpus's train.txt (lmcore/sample_corpus.py), what the demo trains on;
   - `domain`: the review snippets of the default task themselves, texts only (no labels), from its training and
     validation rows only (the hash split's test rows are never seen),
 at the demo's step count and 4x longer. Each model is then fine-tuned on the default task (Rotten Tomatoes
@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_marked_section  # noqa: E402
+from bench.common import SAMPLE, write_marked_section  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "downstream_quality.json"
 BEGIN, END = "<!-- downstream_quality: begin -->", "<!-- downstream_quality: end -->"
@@ -78,7 +78,7 @@ def run(ns) -> dict:
     domain = work / "domain.txt"  # every training + validation text of the full split: none of the test rows
     domain.write_text("\n".join(" ".join(t.split()) for t in load_task(TaskSpec(path=str(data))).train_texts())
                       + "\n")
-    corpora = {"bundled": ROOT / "lmcore" / "sample_data" / "train.txt", "domain": domain}
+    corpora = {"bundled": SAMPLE, "domain": domain}
     rows, started = [], time.time()
     planned = len(ns.models) * len(ns.corpora) * len(ns.steps)
     for model_type in ns.models:

@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_marked_section  # noqa: E402
+from bench.common import SAMPLE, write_marked_section  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "tokenize_throughput.json"
 BEGIN, END = "<!-- tokenize_throughput: begin -->", "<!-- tokenize_throughput: end -->"
@@ -42,7 +42,7 @@ BLOCK = 128
 # ---- the corpus in every container ----------------------------------------------------------------------------
 
 def rows_of(mb: float, seed: int = 0) -> list[str]:
-    lines = [x for x in (ROOT / "lmcore" / "sample_data" / "train.txt").read_text().splitlines() if x.strip()]
+    lines = [x for x in SAMPLE.read_text().splitlines() if x.strip()]
     rng, rows, size = random.Random(seed), [], 0
     while size < mb * 2**20:
         batch = rng.choices(lines, k=10000)
@@ -87,7 +87,7 @@ def write_tokenizer(work: Path) -> str:
     import transformers as hf
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 
-    lines = (ROOT / "lmcore" / "sample_data" / "train.txt").read_text().splitlines()
+    lines = SAMPLE.read_text().splitlines()
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=False)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -228,7 +228,7 @@ def large_parquet(mb: float, work: Path, tokenizer: str) -> dict:
     import pyarrow.parquet as pq
 
     path = work / "large.parquet"
-    lines = [x for x in (ROOT / "lmcore" / "sample_data" / "train.txt").read_text().splitlines() if x.strip()]
+    lines = [x for x in SAMPLE.read_text().splitlines() if x.strip()]
     rng, size = random.Random(1), 0
     schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
     with pq.ParquetWriter(path, schema) as w:

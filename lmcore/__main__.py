@@ -1,6 +1,6 @@
 """`python -m lmcore`: the engine's command line, the same on one process and under torchrun.
 
-    python -m lmcore demo                                   # a small BERT from scratch on the bundled corpus
+    python -m lmcore demo                                   # a small BERT from scratch on the sample corpus
     python -m lmcore train --model-type bert --train corpus.txt --eval eval.txt --output-dir out \\
         --set num_train_epochs=2 --set vocab_size=8000
     python -m lmcore train --spec run.json                  # everything in one JSON file (what the pipeline uses)
@@ -25,13 +25,11 @@ from pathlib import Path
 from .atomic import write_text
 from .spec import RunSpec
 
-SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
-
 DEMO = {
     "model_type": "bert",
     "model_name": None,
-    "train_files": [str(SAMPLE_DATA / "train.txt")],
-    "eval_files": [str(SAMPLE_DATA / "eval.txt")],
+    "train_files": ["sample"],  # the sample corpus (lmcore.sample_corpus), written on first use
+    "eval_files": ["sample[eval]"],
     "output_dir": "outputs/demo-bert",
     "args": {"vocab_size": 8000, "max_seq_length": 128, "num_train_epochs": 3, "train_batch_size": 32,
              "learning_rate": 1e-3, "warmup_ratio": 0.1, "overwrite_output_dir": True, "save_steps": -1,
@@ -71,7 +69,7 @@ def parse(argv: list[str]) -> tuple[str, RunSpec]:
     p = argparse.ArgumentParser(prog="python -m lmcore", description=__doc__.split("\n\n")[0],
                                 epilog=_help_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("demo", help="train a small BERT from scratch on the bundled corpus and print its perplexity")
+    sub.add_parser("demo", help="train a small BERT from scratch on the sample corpus and print its perplexity")
     for name, what in (("train", "train a model (from scratch, or from --model-name) and save it"),
                        ("eval", "evaluate a saved model: eval_loss and perplexity as one JSON line")):
         s = sub.add_parser(name, help=what, description=what)

@@ -2,12 +2,13 @@
 
 A source is a text file (plain or gzip), a JSON Lines, CSV / TSV, Parquet or Arrow file, a folder written by
 `Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or a dataset name in the local `datasets` cache
-(`lmcore.containers` reads all but text). `resolve_files` turns what a user passes (a file, a directory, a dataset
-name, a list of these) into sorted sources and checks each one cheaply (exists, readable, not empty, not whitespace
-only, not binary; a Parquet footer or Arrow header that opens). `iter_corpus` then checks every source against the
-settings (`CorpusReading`: the text column, the split, a JSON line that does not parse) and only then streams the
-texts, with bounded memory: text files line by line (gzip by its magic bytes, a BOM dropped, CRLF and lone CR as
-line ends, bytes invalid in the file's encoding replaced and counted or, under `strict_utf8`, an error with the byte
+(`lmcore.containers` reads all but text), or the reserved value "sample" (`lmcore.sample_corpus`, made on
+first use). `resolve_files` turns what a user passes (a file, a directory, a dataset name, a list of these) into
+sorted sources and checks each one cheaply (exists, readable, not empty, not whitespace only, not binary; a
+Parquet footer or Arrow header that opens). `iter_corpus` then checks every source against the settings
+(`CorpusReading`: the text column, the split, a JSON line that does not parse) and only then streams the texts,
+with bounded memory: text files line by line (gzip by its magic bytes, a BOM dropped, CRLF and lone CR as line
+ends, bytes invalid in the file's encoding replaced and counted or, under `strict_utf8`, an error with the byte
 offset, a line longer than `MAX_SEGMENT` characters cut at whitespace into pieces), other containers row by row
 (rows whose text is empty or not a string are counted and skipped). The same text gives the same texts whatever
 the container. `corpus_statistics` describes each source (rows, characters, duplicates, lengths).
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from . import sample_corpus
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,8 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
     """Expand `paths` into corpus sources and check each one; raise CorpusError listing every bad one. `encoding`:
     the files' codec, when not UTF-8 (UTF-16 and UTF-32 text is full of NUL bytes and is not binary). A path that
     does not exist may name a dataset in the `datasets` cache under `dataset_cache_dir` (None: its default),
-    optionally with a split, `NAME[SPLIT]`; it comes back as a `DatasetRef`. A folder written by save_to_disk is
+    optionally with a split, `NAME[SPLIT]`; it comes back as a `DatasetRef`. "sample" ("sample[eval]"): the sample
+    corpus's train (held-out) file, written on first use (lmcore.sample_corpus). A folder written by save_to_disk is
     one source; any other folder gives its files (sorted, hidden ones skipped)."""
     from .containers import DatasetRef, find_dataset, is_dataset_folder
 
@@ -116,6 +120,12 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
     files: list[Path] = []
     problems: list[str] = []
     for raw in paths:
+        if sample_corpus.is_sample(raw):
+            try:
+                raw = sample_corpus.resolve(raw)
+            except sample_corpus.SampleCorpusError as e:
+                problems.append(str(e))
+                continue
         if isinstance(raw, DatasetRef) and (raw.cache_root is not None or not dataset_cache_dir):
             files.append(raw)  # resolved before (a list handed back in): keep the cache it was found in
             continue

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from lmcore import ArgsError, CorpusError, LanguageModelingArgs
+from lmcore import ArgsError, CorpusError, LanguageModelingArgs, sample_corpus
 from lmcore.corpus import resolve_files
 from lmcore.registry import MODEL_TYPES
 
@@ -154,8 +154,11 @@ _GENERIC = {"train", "training", "corpus", "data", "text", "texts", "all", "inpu
 
 def corpus_name(corpus) -> str:
     """A short name for a corpus, from its path: a file's stem (its folder's name when the stem says nothing, like
-    sample_data/train.txt), a folder's name; several paths: the first one's."""
-    first = Path(corpus if isinstance(corpus, (str, os.PathLike)) else list(corpus)[0]).expanduser().resolve()
+    data/mine/train.txt), a folder's name; several paths: the first one's. The sample corpus: sample-data."""
+    first = corpus if isinstance(corpus, (str, os.PathLike)) else list(corpus)[0]
+    if sample_corpus.is_sample(first):
+        return sample_corpus.NAME
+    first = Path(first).expanduser().resolve()
     stem = first.name
     for suffix in (".gz", ".txt", ".text", ".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".feather"):
         stem = stem.removesuffix(suffix)

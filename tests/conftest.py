@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from lmcore import sample_corpus
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-SAMPLE = Path(__file__).resolve().parent.parent / "lmcore" / "sample_data"
+SAMPLE = sample_corpus.ensure()
+"""The sample corpus's folder (train.txt, eval.txt), written on first use (lmcore.sample_corpus)."""
 
 TINY = {
     "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
@@ -35,7 +38,7 @@ def sample_lines(name: str = "train.txt", n: int | None = None) -> list[str]:
 
 @pytest.fixture
 def corpus(tmp_path) -> dict:
-    """A train and a test file written by the test: slices of the bundled English corpus."""
+    """A train and a test file written by the test: slices of the sample corpus."""
     data = tmp_path / "data"
     data.mkdir()
     (data / "train.txt").write_text("\n".join(sample_lines("train.txt", 1200)) + "\n")

@@ -150,12 +150,20 @@ def test_the_node_deployment_runs_the_node_flow_on_the_node_pool():
 
 
 def kubernetes_variant() -> dict:
-    """The commented Kubernetes deployment of prefect.yaml, uncommented, with the file's anchors."""
-    text = (REPO / "prefect.yaml").read_text()
-    block = re.search(r"# --- kubernetes node deployment ---\n(.*?)\n\s*# --- end ---", text, re.S).group(1)
-    uncommented = "\n".join(re.sub(r"^  # ?", "  ", line) for line in block.splitlines())
-    head = text.split("deployments:")[0]
-    return yaml.safe_load(head + "deployments:\n" + uncommented)["deployments"][0]
+    """The Kubernetes deployment of the node job (prefect-kubernetes.yaml, a Prefect project file of its own)."""
+    (deployment,) = yaml.safe_load((REPO / "prefect-kubernetes.yaml").read_text())["deployments"]
+    return deployment
+
+
+def test_prefect_yaml_carries_no_commented_out_configuration():
+    """Comments in prefect.yaml are prose: no line that would start a deployment or one of its sections once
+    uncommented (the Kubernetes variant used to sit at the end of the file as such a block)."""
+    setting = re.compile(r"^\s*#\s*(- name:|(entrypoint|work_pool|job_variables|parameters|pull|schedules|image|env"
+                         r"|namespace|definitions|deployments):)")
+    for name in ("prefect.yaml", "prefect-kubernetes.yaml"):
+        lines = [line for line in (REPO / name).read_text().splitlines() if setting.match(line)]
+        assert lines == [], (name, lines)
+    assert "kubernetes" not in {d["name"] for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
 
 
 def test_the_kubernetes_variant_fits_the_kubernetes_work_pool_job_template():
@@ -234,3 +242,108 @@ def test_log_lines_survive_prefects_watch_display():
     for line in (gloo, "[rank1]: error: bad settings", "[default0]:[W socket]", "plain [1, 2] ['a']"):
         assert render(loggable(line)).plain.replace("\u200b", "") == line
     assert loggable("plain [1, 2] ['a']") == "plain [1, 2] ['a']"
+
+
+NODE_PARAMETERS = ("nproc_per_node", "nnodes", "max_restarts", "rdzv_endpoint", "rdzv_timeout", "node_deployment")
+
+
+def test_finetune_takes_the_node_parameters_pretrain_takes_through_the_same_stage():
+    import inspect
+
+    import flows.finetune as finetune
+    import flows.pretrain as pretrain
+
+    tuned = inspect.signature(finetune.finetune.fn).parameters
+    scratch = inspect.signature(pretrain.pretrain.fn).parameters
+    assert {n: tuned[n].default for n in NODE_PARAMETERS} == {n: scratch[n].default for n in NODE_PARAMETERS}
+    assert finetune.pretrain_task is pretrain.pretrain_task  # one launcher: tasks.pretrain.pretrain
+
+
+def test_finetune_checks_the_node_parameters_first_and_hands_them_to_training(monkeypatch, tmp_path):
+    """Bad ones fail before the champion is fetched; good ones reach the training stage as given. (The stages
+    around the training are stubbed: this is about where the parameters go.)"""
+    import flows.finetune as finetune
+    from pipeline_support import isolate, write_lines
+
+    isolate(monkeypatch, tmp_path)
+    incoming = write_lines(tmp_path / "incoming" / "day1.txt", ["a line of new text"] * 5).parent
+    monkeypatch.setattr(finetune, "fingerprint_corpus", lambda folder: {"empty": False, "hash": "h1"})
+    fetched = []
+    monkeypatch.setattr(finetune, "find_champion", lambda name: fetched.append(name) or {
+        "last_corpus_hash": None, "version": "1", "holder": name})
+    with pytest.raises(ArgsError, match=r"nnodes='two'[\s\S]*rdzv_endpoint='node0'"):
+        finetune.finetune.fn(corpus_dir=str(incoming), register_as="x-bert", nnodes="two", rdzv_endpoint="node0")
+    assert fetched == []
+
+    class Launched(Exception):
+        pass
+
+    def launch(**kwargs):
+        raise Launched(kwargs)
+
+    monkeypatch.setattr(finetune, "fetch_champion", lambda champion: {"model_type": "bert", "folder": str(tmp_path)})
+    monkeypatch.setattr(finetune, "cached_call", lambda *a, **k: ({"train_file": "t", "eval_file": "e"}, False))
+    monkeypatch.setattr(finetune, "describe_corpus", lambda *a, **k: None)
+    monkeypatch.setattr(finetune, "evaluate", lambda *a, **k: {"perplexity": 9.0})
+    monkeypatch.setattr(finetune, "pretrain_task", launch)
+    with pytest.raises(Launched) as got:
+        finetune.finetune.fn(corpus_dir=str(incoming), register_as="x-bert", nnodes="2:4", nproc_per_node=3,
+                             max_restarts=2, rdzv_endpoint="node0:29400", rdzv_timeout=60,
+                             node_deployment="node/kubernetes")
+    sent = got.value.args[0]
+    assert {n: sent[n] for n in NODE_PARAMETERS} == {"nproc_per_node": 3, "nnodes": "2:4", "max_restarts": 2,
+                                                     "rdzv_endpoint": "node0:29400", "rdzv_timeout": 60,
+                                                     "node_deployment": "node/kubernetes"}
+
+
+def test_finetunes_command_line_takes_the_node_options(monkeypatch):
+    import contextlib
+
+    import flows.finetune as finetune
+
+    calls = []
+
+    def flow(**kwargs):
+        calls.append(kwargs)
+        return {}
+
+    flow.description = finetune.finetune.description
+    monkeypatch.setattr(finetune, "use_running_server_or_temporary", contextlib.nullcontext)
+    monkeypatch.setattr(finetune, "finetune", flow)
+    finetune.main(["--corpus-dir", "in", "--register-as", "x-bert", "--nnodes", "2", "--nproc-per-node", "4",
+                   "--rdzv-endpoint", "node0:29400"])
+    finetune.main(["--corpus-dir", "in", "--register-as", "x-bert", "--nnodes", "1:3", "--rdzv-endpoint", ""])
+    assert [(c["nnodes"], c["nproc_per_node"], c["rdzv_endpoint"], c["node_deployment"]) for c in calls] == [
+        (2, 4, "node0:29400", "node/torchrun"), ("1:3", 1, None, "node/torchrun")]
+
+
+@pytest.mark.parametrize("entry_point", ["pretrain", "finetune"])
+def test_mlproject_entry_points_take_the_node_parameters_to_their_flow(entry_point, monkeypatch):
+    """The command `mlflow run -e <entry point> -P nnodes=2:4 ...` runs is parsed by the flow's own command line,
+    and the values arrive at the flow."""
+    import contextlib
+    import importlib
+    import shlex
+
+    from mlflow.projects import _project_spec
+
+    given = {"nnodes": "2:4", "nproc_per_node": "3", "max_restarts": "1", "rdzv_endpoint": "node0:29400"}
+    if entry_point == "finetune":
+        given.update(corpus_dir="incoming", register_as="x-bert")
+    command = _project_spec.load_project(str(REPO)).get_entry_point(entry_point).compute_command(given, None)
+    program, argv = shlex.split(command)[:3], shlex.split(command)[3:]
+    assert program == ["python", "-m", f"flows.{entry_point}"]
+    module = importlib.import_module(f"flows.{entry_point}")
+    calls = []
+
+    def flow(**kwargs):
+        calls.append(kwargs)
+        return {"metrics": {}}
+
+    flow.description = getattr(module, entry_point).description
+    monkeypatch.setattr(module, "use_running_server_or_temporary", contextlib.nullcontext)
+    monkeypatch.setattr(module, entry_point, flow)
+    module.main(argv)
+    (sent,) = calls
+    assert (sent["nnodes"], sent["nproc_per_node"], sent["max_restarts"], sent["rdzv_endpoint"]) == (
+        "2:4", 3, 1, "node0:29400")

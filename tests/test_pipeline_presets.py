@@ -92,6 +92,6 @@ def test_the_flows_help_answers_at_once_with_the_deployments_and_presets():
                          text=True, timeout=60)
     took = time.time() - start
     assert out.returncode == 0 and took < 2.0, (took, out.stderr[-2000:])
-    assert "--preset" in out.stdout and "pretrain/from-scratch: corpus=lmcore/sample_data/train.txt" in out.stdout
+    assert "--preset" in out.stdout and "pretrain/from-scratch: corpus=sample" in out.stdout
     assert "finetune/nightly:" in out.stdout and "demo: hidden 64, 2 layers" in out.stdout
     assert "torch" not in out.stderr

@@ -272,9 +272,13 @@ def test_deployments_measure_and_register_a_users_corpus_as_its_own():
     assert project["eval_corpus"]["default"] == "" and project["register_as"]["default"] == ""
     assert default_model_name("data/mine.txt", "bert") == "mine-bert"
     assert default_model_name(["/x/My Corpus.txt.gz", "/x/b.txt"], "gpt2") == "my-corpus-gpt2"
+    # The sample corpus keeps one name whether it is named by its reserved value or by its file's path.
+    assert default_model_name("sample", "bert") == "sample-data-bert"
     assert default_model_name(str(SAMPLE / "train.txt"), "bert") == "sample-data-bert"
+    assert default_model_name("./sample", "bert") == "sample-bert"  # a user's own folder named sample
+    assert deployments["from-scratch"]["parameters"]["corpus"] == "sample"
     assert deployments["nightly"]["parameters"]["register_as"] == default_model_name(
-        str(REPO / deployments["from-scratch"]["parameters"]["corpus"]), "bert")
+        deployments["from-scratch"]["parameters"]["corpus"], "bert")
 
 
 def test_from_scratch_is_a_parameter_of_the_flow():

@@ -221,3 +221,16 @@ def test_on_the_team_postgresql_studies_sit_beside_mlflow_in_their_own_schema(mo
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def test_a_trial_that_failed_or_was_pruned_says_why():
+    from prefect.states import Completed, Failed
+
+    from tasks.sweep import outcome
+    from tasks.sweep_space import Objective
+
+    goal = Objective("perplexity", "minimize")
+    failed = outcome(Failed(message="pretrain failed", data=ValueError("vocab_size 3 is too small")), "run", goal)
+    assert (failed.state, failed.note) == ("failed", "ValueError: vocab_size 3 is too small")
+    pruned = outcome(Completed(data={"stopped_by": "pruned at step 12: 900 is more than 10% behind"}), "run", goal)
+    assert (pruned.state, pruned.value) == ("pruned", None) and pruned.note.startswith("pruned at step 12")

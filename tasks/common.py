@@ -6,17 +6,11 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import uuid
 from pathlib import Path
 from typing import Callable
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def pipeline_home() -> Path:
-    """Prepared corpora, tokenizers and trained models: PIPELINE_HOME, else <repo>/runs (git-ignored)."""
-    return Path(os.environ.get("PIPELINE_HOME") or REPO / "runs").resolve()
+from .paths import REPO, pipeline_home  # noqa: F401 (where every stage finds them)
 
 
 def logger():

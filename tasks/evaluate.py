@@ -25,7 +25,7 @@ from lmcore.spec import RunSpec
 
 from . import tracking
 from .common import logger, pipeline_home
-from .pretrain import engine_command, engine_env, run_engine
+from .launch import engine_command, engine_env, run_engine
 
 METRICS = ("perplexity", "eval_loss", "eval_tokens", "generator_perplexity", "generator_loss", "discriminator_loss",
            "discriminator_accuracy", "discriminator_baseline_accuracy", "discriminator_precision",

@@ -38,8 +38,8 @@ from lmcore.spec import RunSpec
 from . import tracking
 from .common import logger
 from .inputs import parse_nnodes
-from .pretrain import (BAD_INPUT, NODE_DEPLOYMENT, BadRunInput, EngineFailed, NodesNotStarted, engine_env, loggable,
-                       run_engine)
+from .launch import (BAD_INPUT, NODE_DEPLOYMENT, BadRunInput, EngineFailed, NodesNotStarted, engine_env, loggable,
+                     run_engine)
 
 NODES_DIR = "nodes"
 CANCEL_GRACE_S = 30.0

@@ -39,7 +39,7 @@ BAD_INPUT = ("ArgsError", "CorpusError", "BadRunInput", "NodesNotStarted", "Mode
 
 
 def run_log_file(flow_run_id) -> Path:
-    from .common import pipeline_home
+    from .paths import pipeline_home
 
     return pipeline_home() / "logs" / f"{flow_run_id}.log"
 

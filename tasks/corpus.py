@@ -130,7 +130,9 @@ def token_counts(prep: dict, tokenizer) -> list[int]:
         line_no, owner = 0, 0
         with open(file, encoding="utf-8") as f:
             while batch := [line.rstrip("\n") for line in itertools.islice(f, 4096)]:
-                for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
+                # verbose=False: no "sequence length is longer than the maximum" warning; a document is cut into
+                # blocks later, so its length here is a count, not a model input
+                for ids in tokenizer(batch, add_special_tokens=False, verbose=False)["input_ids"]:
                     while owner < len(ends) - 1 and line_no >= ends[owner]:
                         owner += 1
                     counts[owner] += len(ids)

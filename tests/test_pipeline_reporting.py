@@ -246,3 +246,43 @@ def test_setup_is_quiet_unless_a_step_fails(tmp_path, fails):
         assert out.returncode == 0 and said == [f"Installing into {venv} (torch 2.13.0 CPU first, then the "
                                                 "pinned set)..."]
         assert (venv / ".lmcore-installed").exists()
+
+
+def test_counting_the_tokens_of_long_documents_logs_no_length_warning(env, tmp_path):
+    """A document longer than the model's block is normal in a corpus (it is cut into blocks later), so counting
+    its tokens must not log transformers' "Token indices sequence length is longer ..." warning; its count is
+    whole, and the library's other warnings still get through."""
+    from lmcore.args import LanguageModelingArgs
+    from lmcore.registry import get_model_type
+    from lmcore.tokenizer import train_tokenizer
+    from tasks.corpus import prepare_corpus, token_counts
+
+    lines = (SAMPLE / "train.txt").read_text().splitlines()[:400]
+    long_ones = [" ".join(lines[i:i + 20]) for i in range(0, 100, 20)]  # thousands of tokens each
+    corpus = write_lines(tmp_path / "long.txt", lines[100:] + long_ones)
+    tok = train_tokenizer(get_model_type("bert"), [corpus],
+                          LanguageModelingArgs(vocab_size=500, cache_dir=str(tmp_path / "c")), 64)
+    assert tok.model_max_length == 64
+    prep = prepare_corpus.fn(corpus=str(corpus))
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    library = logging.getLogger("transformers")
+    keep, level = Keep(), library.level
+    library.addHandler(keep)
+    library.setLevel(logging.WARNING)  # the test session quiets it to ERROR
+    try:
+        counts = token_counts(prep, tok)
+        logging.getLogger("transformers.tokenization_utils_base").warning("another warning")
+    finally:
+        library.removeHandler(keep)
+        library.setLevel(level)
+    assert not [m for m in seen if "sequence length is longer" in m], seen
+    assert seen == ["another warning"]
+    backend = tok.backend_tokenizer
+    texts = open(prep["train_file"]).read().splitlines() + open(prep["eval_file"]).read().splitlines()
+    assert sum(counts) == sum(len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False))
+    assert max(len(e.ids) for e in backend.encode_batch(long_ones, add_special_tokens=False)) > 64

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sample_lines
+from tests.conftest import sample_lines
 from lmcore import LanguageModelingModel
 from lmcore.args import LanguageModelingArgs
 from lmcore.registry import get_model_type

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 from .atomic import write_text
 from .spec import RunSpec

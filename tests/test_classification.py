@@ -53,6 +53,7 @@ def binary_frame(repeat: int = 3) -> pd.DataFrame:
     return pd.DataFrame([[t, 1] for t in WARM] * repeat + [[t, 0] for t in COLD] * repeat, columns=["text", "labels"])
 
 
+@pytest.mark.slow  # trains 190 steps: 15-30 s on two cores
 def test_a_simple_transformers_script_runs_with_only_the_import_changed(tmp_path, mlm_dir):
     """Their minimal example's shape: DataFrames in, (result, model_outputs, wrong_predictions) out; binary with
     integer labels, then multi-class with string labels (ids in sorted order, recorded with the model)."""

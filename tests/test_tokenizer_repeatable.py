@@ -75,7 +75,6 @@ def test_reserved_pieces_end_up_as_ordinary_tokens(model_type, text_file, tmp_pa
         assert "##s" in derived and "##s" not in tok.tokenize("this##s")  # text, not a token matched whole
 
 
-@pytest.mark.slow  # builds the pair twice (a few seconds each)
 def test_the_electra_pair_gets_identical_tokenizers(text_file, tmp_path):
     """From scratch, generator and discriminator share one tokenizer; two such builds save the same files."""
     small = {"embedding_size": 32, "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,

@@ -7,7 +7,7 @@ temporary folder:
 2. Pruning pays: the same 8-trial TPE sweep (learning rate on a log range, warm-up) with and without pruning: the
    optimizer steps spent in all and the best perplexity found.
 
-    .venv/bin/python bench/sweep.py [--write-results]      # ~20 min on two cores
+    .venv/bin/python bench/sweep.py [--write-results]      # ~25 min on two cores; images: bench/sweep-*.png
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ def _timed(cmd: list[str], env: dict, log: Path) -> float:
     return time.perf_counter() - start
 
 
+IMAGES = {"training_curves.png": "sweep-training-curves.png", "objective_vs_parameters.png": "sweep-objective.png"}
+"""The pruned TPE sweep's images, kept in bench/ (the README shows one)."""
+
+
 def _sweep(env, work, corpus, space, method, prune, name) -> tuple[float, dict]:
     seconds = _timed([sys.executable, "-m", "flows.sweep", "--base", json.dumps({"corpus": corpus, "args": ARGS}),
                       "--space", json.dumps(space), "--method", method, "--trials", "8", "--prune",
@@ -77,10 +81,23 @@ def _sweep(env, work, corpus, space, method, prune, name) -> tuple[float, dict]:
     client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("sweeps")
     (run,) = client.search_runs([exp.experiment_id], f"tags.stage = 'sweep' and tags.sweep LIKE '{name}-%'")
+    if prune:
+        for artifact, kept in IMAGES.items():
+            shutil.copyfile(client.download_artifacts(run.info.run_id, artifact, str(work)), ROOT / "bench" / kept)
     return seconds, run.data.metrics
 
 
-def run(quick: bool) -> dict:
+def _pruning(env: dict, work: Path, corpus: str, out: dict) -> None:
+    for prune in (False, True):
+        seconds, metrics = _sweep(env, work, corpus, TPE, "tpe", prune, f"tpe-prune-{str(prune).lower()}")
+        out[f"tpe_prune_{str(prune).lower()}"] = {
+            "seconds": round(seconds, 1), "steps": int(metrics.get("steps_trained", 0)),
+            "best_perplexity": round(metrics.get("best_perplexity", float("nan")), 2),
+            "pruned": int(metrics.get("trials_pruned", 0)), "complete": int(metrics.get("trials_complete", 0))}
+        print(json.dumps(out[f"tpe_prune_{str(prune).lower()}"]), flush=True)
+
+
+def run(images_only: bool = False, pruning_only: bool = False) -> dict:
     import socket
 
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
@@ -94,6 +111,13 @@ def run(quick: bool) -> dict:
     server = _server(env, port, work)
     out: dict = {"date": time.strftime("%Y-%m-%d"), "machine": _machine(), "args": ARGS}
     try:
+        if images_only:
+            _sweep(env, work, str(corpus), TPE, "tpe", True, "tpe-prune-true")
+            return out
+        if pruning_only:  # the overhead figures stay as recorded
+            out["overhead"] = json.loads(RESULTS_JSON.read_text())["overhead"]
+            _pruning(env, work, str(corpus), out)
+            return out
         # Warm the caches (prepared corpus, tokenizer) once, so neither side pays for them.
         _timed([sys.executable, "-m", "flows.pretrain", "--corpus", str(corpus), "--args",
                 json.dumps({**ARGS, "max_steps": 1}), "--register-as", "warm-up"], env, work / "warm.log")
@@ -106,13 +130,7 @@ def run(quick: bool) -> dict:
         swept, _ = _sweep(env, work, str(corpus), GRID, "grid", False, "overhead")
         out["overhead"] = {"by_hand_s": round(hand, 1), "sweep_s": round(swept, 1), "ratio": round(swept / hand, 3)}
         print(json.dumps(out["overhead"]), flush=True)
-        for prune in (False, True):
-            seconds, metrics = _sweep(env, work, str(corpus), TPE, "tpe", prune, f"tpe-prune-{str(prune).lower()}")
-            out[f"tpe_prune_{str(prune).lower()}"] = {
-                "seconds": round(seconds, 1), "steps": int(metrics.get("steps_trained", 0)),
-                "best_perplexity": round(metrics.get("best_perplexity", float("nan")), 2),
-                "pruned": int(metrics.get("trials_pruned", 0)), "complete": int(metrics.get("trials_complete", 0))}
-            print(json.dumps(out[f"tpe_prune_{str(prune).lower()}"]), flush=True)
+        _pruning(env, work, str(corpus), out)
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
@@ -170,11 +188,19 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--write-results", action="store_true")
     p.add_argument("--render", action="store_true", help="re-render RESULTS.md from bench/sweep.json")
+    p.add_argument("--images-only", action="store_true",
+                   help="only the pruned TPE sweep, for its images (bench/sweep-*.png)")
+    p.add_argument("--pruning-only", action="store_true",
+                   help="only the two TPE sweeps (the overhead figures stay as bench/sweep.json has them)")
     ns = p.parse_args(argv)
     if ns.render:
         print(f"wrote {write_marked_section(render(json.loads(RESULTS_JSON.read_text())))}")
         return 0
-    results = run(quick=False)
+    if ns.images_only:
+        run(images_only=True)
+        print(f"wrote {', '.join('bench/' + k for k in IMAGES.values())}")
+        return 0
+    results = run(pruning_only=ns.pruning_only)
     print(render(results))
     if ns.write_results:
         RESULTS_JSON.write_text(json.dumps(results, indent=1) + "\n")

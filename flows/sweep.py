@@ -30,6 +30,7 @@ def cli() -> argparse.ArgumentParser:
     p.add_argument("--name", default="sweep")
     p.add_argument("--register-as")
     p.add_argument("--experiment", default="sweeps")
+    p.add_argument("--seed", type=int, default=42)
     return p
 
 
@@ -45,14 +46,14 @@ from prefect.runtime import flow_run  # noqa: E402
 
 from flows.common import use_running_server_or_temporary  # noqa: E402
 from flows.pretrain import pretrain  # noqa: E402
-from tasks import sweep as trials_of  # noqa: E402
+from tasks import sweep as bookkeeping  # noqa: E402
+from tasks import tracking  # noqa: E402
 from tasks.common import logger  # noqa: E402
-from tasks.inputs import default_model_name  # noqa: E402
+from tasks.launch import stop_engines  # noqa: E402
 from tasks.pruning import make_pruner  # noqa: E402
-from tasks.registry import register  # noqa: E402
 from tasks.sweep_check import check_sweep  # noqa: E402
+from tasks.sweep_report import log_report, register_best  # noqa: E402
 from tasks.sweep_space import apply  # noqa: E402
-from tasks.sweep_report import already_registered, best_trial, log_report, mark_best  # noqa: E402
 from tasks.sweep_store import open_study, storage_url, study_name  # noqa: E402
 
 
@@ -67,80 +68,82 @@ def sweep(base: dict, space: dict, trials: int | None = None, method: str = "tpe
     {"metric", "direction"}. prune: stop a trial whose evaluations during training are clearly behind the finished
     trials' (true; false; or {"margin", "n_startup_trials", "n_warmup_steps"}: tasks/pruning.py); only objectives
     measured during training (perplexity, eval_loss) can prune. The study lives in the pipeline's database
-    (tasks/sweep_store.py) under `name` and a digest of the sweep: resubmitting resumes it."""
+    (tasks/sweep_store.py) under `name` and a digest of the sweep: resubmitting resumes it. The Prefect flow is
+    named pretrain, so that the deployment reads pretrain/sweep beside pretrain/from-scratch."""
     checked = check_sweep(base, space, trials, method, objective, direction, max_parallel, prune,
                           set(inspect.signature(pretrain.fn).parameters))
     dims, goal, base = checked["dims"], checked["objective"], checked["base"]
     study = open_study(storage_url(), study_name(name, base, space, method, (goal.metric, goal.direction)),
-                       goal.direction, sampler=checked["sampler"](seed), pruner=make_pruner(prune) or None)
-    log = logger()
-    again = trials_of.take_over(study, str(flow_run.id) if flow_run.id else None)
-    todo = trials_of.plan(study, dims, method, trials, again)
+                       goal.direction, pruner=make_pruner(prune))
+    study.sampler = checked["sampler"](seed + len(study.trials))  # a resumed TPE does not replay its first draws
+    me = str(flow_run.id) if flow_run.id else None
+    interrupted = bookkeeping.take_over(study, me)
+    todo = bookkeeping.plan(study, dims, method, trials, interrupted)
     total = todo.finished + todo.budget
+    log = logger()
     log.info("sweep %s: %d trial(s) to run (%d finished earlier%s), %s, %s %s, at most %d at once", study.study_name,
-             todo.budget, todo.finished, f", {len(again)} interrupted run again" if again else "", method,
-             goal.direction, goal.metric, max_parallel)
-    run_id = trials_of.sweep_run(experiment, study, {"base": base, "space": space, "method": method,
-                                                      "objective": goal.metric, "direction": goal.direction,
-                                                      "trials": total, "prune": prune, "max_parallel": max_parallel})
-    trials_of.show_sweep_columns(run_id, dims, goal)
-    artifact_key = "sweep-" + "".join(ch if ch.isalnum() else "-" for ch in study.study_name.lower())
-    distributions = {d.name: d.distribution() for d in dims}
+             todo.budget, todo.finished, f", {len(interrupted)} interrupted run again" if interrupted else "",
+             method, goal.direction, goal.metric, max_parallel)
+    run_id = bookkeeping.sweep_run(experiment, study, {"base": base, "space": space, "method": method,
+                                                       "objective": goal.metric, "direction": goal.direction,
+                                                       "trials": total, "prune": prune, "max_parallel": max_parallel})
+    bookkeeping.show_sweep_columns(run_id, dims, goal)
     for assignment in todo.queue:
         study.enqueue_trial(assignment)
-
-    def run_one(trial, assignment: dict, where: dict) -> tuple:
-        params = apply(base, assignment)
-        state = pretrain.with_options(flow_run_name=f"{name}-trial-{trial.number}")(
-            **params, experiment=experiment, register_model=False, return_state=True, **where)
-        return trial, state, where
-
-    started, any_done = 0, todo.finished > 0
-    with ThreadPoolExecutor(max_workers=max_parallel) as pool, _tracked(run_id):
-        running = set()
-        while started < todo.budget or running:
-            # The first trial runs alone: its prepared corpus and tokenizer are then in the caches the others use.
-            while started < todo.budget and len(running) < (max_parallel if any_done else 1):
-                trial = study.ask(distributions)
-                assignment = {d.name: trial.params[d.name] for d in dims}
-                where = trials_of.begin_trial(study, trial, assignment, run_id, experiment,
-                                              str(flow_run.id) if flow_run.id else None, goal, prune)
-                # In a copy of this context: Prefect's settings (the API in use) and the flow run are context vars.
-                running.add(pool.submit(contextvars.copy_context().run, run_one, trial, assignment, where))
-                started += 1
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
-            any_done = True
-            for future in finished:
-                trial, state, where = future.result()
-                row = trials_of.end_trial(study, trial, trials_of.outcome(state, where["mlflow_run_id"], goal),
-                                          where["mlflow_run_id"])
-                log.info("%s", trials_of.line(row, dims, goal, total))
-                trials_of.publish_table(study, artifact_key, goal)
+    with tracking.tracked(run_id):
+        _run_trials(study, dims, goal, base, todo.budget, total, max_parallel, prune, name, experiment, run_id, me)
         logged = log_report(run_id, study, dims, goal)
-        best = best_trial(study, goal)
-        registered = None
-        if best is not None:
-            model_type = best.params.get("model_type", base.get("model_type", "bert"))
-            register_as = register_as or base.get("register_as") or default_model_name(base["corpus"], model_type)
-            if not already_registered(register_as, study, best):
-                registered = register(model_type, best.user_attrs["output_dir"], register_as,
-                                      mlm=apply(base, best.params)["args"].get("mlm", True),
-                                      tags={"sweep": study.study_name, "sweep.trial": best.number},
-                                      parent_run_id=run_id)
-                mark_best(registered, study, best, goal)
-            log.info("best: trial %d, %s %.4g (%s), registered as %s with alias %r", best.number, goal.metric,
-                     best.value, ", ".join(f"{k}={v}" for k, v in best.params.items()), register_as, trials_of.BEST)
-        else:
-            log.warning("sweep %s: no trial completed; nothing registered", study.study_name)
-    return {"study": study.study_name, "mlflow_run_id": run_id, "rows": trials_of.rows(study), "artifacts": logged,
+        best, registered = register_best(study, base, goal, register_as, run_id)
+    return {"study": study.study_name, "mlflow_run_id": run_id, "rows": bookkeeping.rows(study), "artifacts": logged,
             "best": None if best is None else {"trial": best.number, "value": best.value, "params": best.params},
             "registered": registered}
 
 
-def _tracked(run_id: str):
-    from tasks import tracking
+def _run_trials(study, dims, goal, base, budget, total, max_parallel, prune, name, experiment, run_id, me) -> None:
+    """Ask Optuna for `budget` trials and run each as a pretrain subflow, at most `max_parallel` at once (the first
+    alone when nothing has finished yet, so that the prepared corpus and tokenizer are cached for the others);
+    record each as it ends. Interrupted (cancellation, Ctrl-C, an error here), the engines still training are
+    stopped and their runs ended KILLED before the interruption goes on."""
+    log, distributions = logger(), {d.name: d.distribution() for d in dims}
+    artifact_key = "sweep-" + "".join(ch if ch.isalnum() else "-" for ch in study.study_name.lower())
+    started, any_done, running = 0, budget < total, {}
 
-    return tracking.tracked(run_id)
+    def train(trial, assignment: dict, where: dict):
+        return pretrain.with_options(flow_run_name=f"{name}-trial-{trial.number}")(
+            **apply(base, assignment), experiment=experiment, register_model=False, return_state=True, **where)
+
+    pool = ThreadPoolExecutor(max_workers=max_parallel)
+    try:
+        while started < budget or running:
+            while started < budget and len(running) < (max_parallel if any_done else 1):
+                trial = study.ask(distributions)
+                started += 1
+                assignment = {d.name: trial.params[d.name] for d in dims}
+                same = bookkeeping.repeated(study, trial, bookkeeping.trial_key(assignment))
+                if same:
+                    log.info("trial %d (%d in the sweep) %s", trial.number, total, same)
+                    continue
+                where = bookkeeping.begin_trial(study, trial, assignment, run_id, experiment, me, goal, prune)
+                # In a copy of this context: Prefect's settings (the API in use) and the flow run are context vars.
+                future = pool.submit(contextvars.copy_context().run, train, trial, assignment, where)
+                running[future] = (trial, where["mlflow_run_id"])
+            if not running:
+                continue
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            any_done = True
+            for future in finished:
+                trial, trial_run = running.pop(future)
+                row = bookkeeping.end_trial(study, trial, bookkeeping.outcome(future.result(), trial_run, goal),
+                                            trial_run)
+                log.info("%s", bookkeeping.line(row, dims, goal, total))
+                bookkeeping.publish_table(study, artifact_key, goal)
+    except BaseException:
+        stop_engines()
+        pool.shutdown(wait=False, cancel_futures=True)
+        for trial, trial_run in running.values():
+            bookkeeping.end_killed(trial_run, "interrupted")
+        raise
+    pool.shutdown()
 
 
 def main(argv=None) -> None:
@@ -148,7 +151,7 @@ def main(argv=None) -> None:
     with use_running_server_or_temporary():
         out = sweep(base=ns.base, space=ns.space, trials=ns.trials, method=ns.method, objective=ns.objective,
                     direction=ns.direction, max_parallel=ns.max_parallel, prune=ns.prune, name=ns.name,
-                    register_as=ns.register_as, experiment=ns.experiment)
+                    register_as=ns.register_as, experiment=ns.experiment, seed=ns.seed)
     print(json.dumps({"study": out["study"], "best": out["best"]}))
 
 

@@ -36,9 +36,9 @@ class RunSpec:
     processes skip re-reading the corpus to hash it."""
 
     on_evaluation: dict | None = None
-    """{"hook": "package.module:factory", "kwargs": {...}}: `factory(**kwargs)` (imported on every process, called
-    on the main one) returns the callable `train_model` hands each evaluation to (lmcore.train.TrainSetup): how a
-    sweep reports a trial's evaluations and stops it when it is clearly behind."""
+    """{"hook": "package.module:factory", "kwargs": {...}}: `factory(**kwargs)` (imported and called on the main
+    process; the others share its answer) returns the callable `train_model` hands each evaluation to
+    (lmcore.train.TrainSetup): how a sweep reports a trial's evaluations and stops it when it is clearly behind."""
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunSpec":

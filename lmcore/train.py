@@ -143,7 +143,8 @@ def fit(run: TrainSetup) -> State:
                 if run.tracker is not None:
                     run.tracker.log_metrics(figures, step=state.step)
             with progress.paused() if main else contextlib.nullcontext():
-                _evaluate_and_save(run, optimizer, state, evaluate_now, checkpoint_name, epoch_done)
+                _evaluate_and_save(run, optimizer, state, evaluate_now, checkpoint_name, epoch_done,
+                                   last=state.step >= total)
     finally:
         source.close()
     return state
@@ -405,7 +406,7 @@ def _due(run: TrainSetup, state: State, epoch_done: bool, total: int) -> tuple[b
 
 
 def _evaluate_and_save(run: TrainSetup, optimizer, state: State, evaluate: bool, checkpoint_name: str | None,
-                       epoch_done: bool) -> None:
+                       epoch_done: bool, last: bool = False) -> None:
     """After an optimizer step: evaluate when due, keep the best model, decide on early stopping, and write the
     checkpoint that is due (with the evaluation's results beside it)."""
     args = run.args
@@ -414,12 +415,12 @@ def _evaluate_and_save(run: TrainSetup, optimizer, state: State, evaluate: bool,
         # An end-of-epoch evaluation counts towards early stopping only with early_stopping_consider_epochs.
         on_steps = state.step % args.evaluate_during_training_steps == 0
         counts = on_steps or not epoch_done or args.early_stopping_consider_epochs
-        result = _evaluate_and_keep_best(run, state, counts)
+        result = _evaluate_and_keep_best(run, state, counts, last)
     if checkpoint_name:
         save_checkpoint(run, optimizer, state, checkpoint_name, result)
 
 
-def _evaluate_and_keep_best(run: TrainSetup, state: State, counts_for_stopping: bool) -> dict:
+def _evaluate_and_keep_best(run: TrainSetup, state: State, counts_for_stopping: bool, last: bool = False) -> dict:
     args = run.args
     result = run.evaluate()
     metric = args.early_stopping_metric
@@ -434,7 +435,7 @@ def _evaluate_and_keep_best(run: TrainSetup, state: State, counts_for_stopping: 
         if run.tracker is not None:
             run.tracker.log_metrics({k if k.startswith("eval_") else f"eval_{k}": v for k, v in result.items()},
                                     step=state.step)
-    _ask_whether_to_go_on(run, state, result)
+    _ask_whether_to_go_on(run, state, result, last)
     value, best = result[metric], state.best_metric
     sign = 1.0 if args.early_stopping_metric_minimize else -1.0
     if best is None or sign * (best - value) > args.early_stopping_delta:
@@ -451,11 +452,21 @@ def _evaluate_and_keep_best(run: TrainSetup, state: State, counts_for_stopping: 
     return result
 
 
-def _ask_whether_to_go_on(run: TrainSetup, state: State, result: dict) -> None:
-    """`on_evaluation` on the main process; its answer is broadcast so that every process stops at this step."""
+def _ask_whether_to_go_on(run: TrainSetup, state: State, result: dict, last: bool = False) -> None:
+    """`on_evaluation` on the main process; its answer is broadcast so that every process stops at this step. At
+    the last step it is told the evaluation all the same, and its answer does not matter: the run has finished,
+    not stopped. A hook that fails is logged and counts as "go on" (what it decides is advice, not training)."""
     if run.on_evaluation is None:
         return
-    reason = run.on_evaluation(state.step, dict(result)) if dist.is_main() else None
+    reason = None
+    if dist.is_main():
+        try:
+            reason = run.on_evaluation(state.step, dict(result))
+        except Exception as e:
+            log.warning("on_evaluation failed at step %d (%s: %s); training goes on", state.step,
+                        type(e).__name__, e)
+    if last:
+        return
     if dist.world() > 1:
         box = [reason]
         torch.distributed.broadcast_object_list(box, src=0)

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import deque
 from pathlib import Path
 
@@ -124,8 +125,12 @@ def run_engine(command: list[str], env: dict, what: str, copy_to=None) -> None:
     if rank_logs is not None:
         shutil.rmtree(rank_logs, ignore_errors=True)  # an earlier attempt's files
     command = with_parent(command)
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                            env=env, start_new_session=True, errors="replace")
+    with _LIVE_LOCK:
+        if _STOPPING.is_set():
+            raise BadRunInput(f"{what}: not started, the flow is stopping", BAD_INPUT)
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                env=env, start_new_session=True, errors="replace")
+        _LIVE.add(proc)
     try:
         for line in proc.stdout:
             line = _RANK_PREFIX.sub("", line.rstrip("\n"))
@@ -138,8 +143,13 @@ def run_engine(command: list[str], env: dict, what: str, copy_to=None) -> None:
     except BaseException:
         _stop(proc)
         raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
     if code == 0:
         return
+    if _STOPPING.is_set():  # stopped by stop_engines: no retry
+        raise BadRunInput(f"{what}: stopped, the flow is stopping", code)
     lines = list(tail) + _other_ranks_lines(rank_logs)
     codes = {int(c) for c in _CHILD_EXIT.findall("\n".join(lines))}
     refused = [t for t in lines if _REFUSED_SETTING.match(t.strip())]
@@ -148,6 +158,22 @@ def run_engine(command: list[str], env: dict, what: str, copy_to=None) -> None:
     message = f"{what} failed (exit code {code}{', ranks ' + str(sorted(codes)) if codes else ''})" + (
         ": " + " | ".join(errors) if errors else "")
     raise (BadRunInput if bad else EngineFailed)(loggable(message), code)
+
+
+_LIVE: set = set()
+_LIVE_LOCK = threading.Lock()
+_STOPPING = threading.Event()
+
+
+def stop_engines() -> None:
+    """Stop every engine this process started and start no more (a sweep interrupted with trials training in
+    other threads: only the main thread hears a cancellation or Ctrl-C). Their tasks fail as bad input, so Prefect
+    does not retry them."""
+    _STOPPING.set()
+    with _LIVE_LOCK:
+        running = list(_LIVE)
+    for proc in running:
+        _stop(proc)
 
 
 _DIE_WITH_PARENT = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "

@@ -45,8 +45,9 @@ def pretrain(model_type: str, train_file: str, eval_file: str, output_dir: str, 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     args = dict(args or {})
+    # The best model (evaluations during training) goes into the run's own folder, never a shared relative one.
     engine_args = {"overwrite_output_dir": True, "resume_from_checkpoint": "latest",
-                   "cache_dir": str(out.parent / "engine-cache"), **args}
+                   "cache_dir": str(out.parent / "engine-cache"), **args, "best_model_dir": str(out / "best_model")}
     if tokenizer_dir and not model_name:
         engine_args["tokenizer_name"] = tokenizer_dir
     result_file = out / "result.json"

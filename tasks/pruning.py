@@ -77,12 +77,13 @@ def make_pruner(prune) -> ClearlyBehind | None:
     raise ValueError(f"prune: true, false or the rule's settings as a dict, not {prune!r}")
 
 
-def reporter(storage: str, study: str, trial: int, metric: str, prune: bool | dict = True):
+def reporter(study: str, trial: int, metric: str, prune: bool | dict = True):
     """The engine's `on_evaluation` hook for one trial (see the module docstring): reports `metric` of each
-    evaluation at its step, and answers with the reason to stop when the pruner says the trial is behind."""
-    from .sweep_store import load_study
+    evaluation at its step, and answers with the reason to stop when the pruner says the trial is behind. The
+    store is found from the environment the engine inherits, as the sweep found it (no password in a spec)."""
+    from .sweep_store import load_study, storage_url
 
-    loaded = load_study(storage, study)
+    loaded = load_study(storage_url(), study)
     number = trial
     trial = optuna.trial.Trial(loaded, loaded.trials[number]._trial_id)  # Optuna names a trial's record by its id
     pruner = make_pruner(prune)

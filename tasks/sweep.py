@@ -20,6 +20,7 @@ from .common import digest, pipeline_home
 from .sweep_space import Dimension, Objective
 
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
+DEFAULT_TPE_TRIALS = 8
 BEST = "best"
 """The alias the sweep gives its best model's registered version(s)."""
 
@@ -41,37 +42,68 @@ class Plan:
 
 
 def take_over(study, flow_run_id: str | None) -> list[dict]:
-    """Trials left RUNNING by a sweep run that is no longer running: recorded as failed (interrupted), their MLflow
-    runs ended KILLED; returns their assignments, to be run again. A sweep run still running refuses the takeover."""
+    """Make this flow run the sweep's owner. Trials left RUNNING by an earlier run are recorded as failed
+    (interrupted), their MLflow runs and those runs' children ended KILLED; returns their assignments, to be run
+    again. A sweep whose owner is still running (the same sweep submitted twice) is refused."""
     from optuna.trial import TrialState
 
+    owner = study.user_attrs.get("owner")
+    if owner and owner != flow_run_id and _still_running(owner):
+        raise RuntimeError(f"sweep {study.study_name} is running in flow run {owner}: wait for it to end, or "
+                           "cancel it, before starting it again")
+    study.set_user_attr("owner", flow_run_id)
     again = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = t.user_attrs.get("sweep_flow_run_id")
-        if owner and owner != flow_run_id and _still_running(owner):
-            raise RuntimeError(f"sweep {study.study_name} is running in flow run {owner}: wait for it to end, or "
-                               "cancel it, before starting it again")
         study.set_user_attr("interrupted", sorted({*study.user_attrs.get("interrupted", []), t.number}))
         study.tell(t.number, state=TrialState.FAIL)
         if t.user_attrs.get("mlflow_run_id"):
-            try:
-                tracking.set_tags(t.user_attrs["mlflow_run_id"], {"sweep.state": "interrupted"})
-                tracking.client().set_terminated(t.user_attrs["mlflow_run_id"], "KILLED")
-            except Exception:  # the store may have lost it; the study's record is what counts
-                pass
+            end_killed(t.user_attrs["mlflow_run_id"], "interrupted")
         again.append(dict(t.params))
     return again
 
 
-def _still_running(flow_run_id: str) -> bool:
+def end_killed(run_id: str, state: str) -> None:
+    """A trial's MLflow run, and its children still RUNNING, ended KILLED (the trial tagged `state`)."""
     try:
-        from prefect.client.orchestration import get_client
+        c = tracking.client()
+        tracking.set_tags(run_id, {"sweep.state": state})
+        for child in c.search_runs([c.get_run(run_id).info.experiment_id],
+                                   f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"):
+            c.set_terminated(child.info.run_id, "KILLED")
+        c.set_terminated(run_id, "KILLED")
+    except Exception:  # the store may have lost it; the study's record is what counts
+        pass
 
+
+def _still_running(flow_run_id: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
         with get_client(sync_client=True) as client:
             state = client.read_flow_run(flow_run_id).state
-        return state is not None and not state.is_final()
-    except Exception:  # no such run on this server: nobody is running it
+    except ObjectNotFound:  # not on this server (a command-line run's temporary one): nobody is running it
         return False
+    return state is not None and not state.is_final()
+
+
+def repeated(study, trial, key: str) -> str | None:
+    """A trial whose values a finished trial already had (TPE proposes a point twice; categorical spaces make it
+    likely) takes that trial's result without training; one whose values are training now is not started.
+    Returns what was done, or None for a trial to run."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+        if t.number == trial.number or t.user_attrs.get("key") != key:
+            continue
+        trial.set_user_attr("key", key)
+        trial.set_user_attr("note", f"the values of trial {t.number}")
+        if t.state == TrialState.COMPLETE:
+            study.tell(trial, t.value)
+            return f"has the values of trial {t.number}: its {t.value:.4g} is reused, nothing trained"
+        study.tell(trial, state=TrialState.PRUNED if t.state == TrialState.PRUNED else TrialState.FAIL)
+        return f"has the values of trial {t.number} ({t.state.name.lower()}): not trained again"
+    return None
 
 
 def plan(study, dims: list[Dimension], method: str, trials: int | None, again: list[dict]) -> Plan:
@@ -92,7 +124,7 @@ def plan(study, dims: list[Dimension], method: str, trials: int | None, again: l
         todo = [p for p in wanted if trial_key(p) not in done]
         return Plan(len(wanted) - len(todo), [p for p in todo if trial_key(p) not in waiting], len(todo))
     queue = [a for a in again if trial_key(a) not in done | waiting]
-    return Plan(len(done), queue, max(0, (trials or 8) - len(done)))
+    return Plan(len(done), queue, max(0, (trials or DEFAULT_TPE_TRIALS) - len(done)))
 
 
 def sweep_run(experiment: str, study, params: dict) -> str:
@@ -143,12 +175,10 @@ def begin_trial(study, trial, assignment: dict, sweep_run_id: str, experiment: s
                         ("sweep_flow_run_id", flow_run_id), ("started", time.time())):
         trial.set_user_attr(name, value)
     hook = None
-    if prune is not False and objective.prunable:
-        from .sweep_store import storage_url
-
+    if prune is not False and objective.prunable:  # the engine finds the store as the sweep does (environment)
         hook = {"hook": "tasks.pruning:reporter",
-                "kwargs": {"storage": storage_url(), "study": study.study_name, "trial": trial.number,
-                           "metric": objective.metric, "prune": prune}}
+                "kwargs": {"study": study.study_name, "trial": trial.number, "metric": objective.metric,
+                           "prune": prune}}
     return {"output_dir": str(out), "mlflow_run_id": run_id, "on_evaluation": hook}
 
 

@@ -11,7 +11,6 @@ from .sweep_space import Objective, parse_objective, parse_space, refused_combin
 
 SWEEP_OWNED = ("experiment", "register_model", "mlflow_run_id", "output_dir", "on_evaluation")
 """Pretrain parameters the sweep sets for each trial itself."""
-DEFAULT_TPE_TRIALS = 8
 
 
 def check_sweep(base: dict, space: dict, trials: int | None, method: str, objective, direction: str | None,
@@ -28,8 +27,8 @@ def check_sweep(base: dict, space: dict, trials: int | None, method: str, object
     known = set(pretrain_parameters) - set(SWEEP_OWNED)
     for key in base:
         if key in SWEEP_OWNED:
-            problems.append(f"base.{key}: the sweep sets it for each trial (experiment and register_as are "
-                            "parameters of the sweep itself)")
+            problems.append(f"base.{key}: the sweep sets it for each trial (experiment is a parameter of the "
+                            "sweep itself)")
         elif key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             problems.append(f"base.{key}: not a pretrain parameter" + (f" (did you mean {close[0]}?)" if close else ""))
@@ -41,14 +40,18 @@ def check_sweep(base: dict, space: dict, trials: int | None, method: str, object
         make_pruner(prune)
     except ValueError as e:
         problems.append(str(e))
-    model_types = _model_types(base, space)
+    model_types = ["bert"]
+    try:
+        model_types = _model_types(base, space)
+    except ArgsError as e:
+        problems.append(str(e))
     dims, goal = [], None
     try:
         dims = parse_space(space, model_types, method)
     except ArgsError as e:
         problems.append(str(e))
     try:
-        goal = parse_objective(objective, direction, bool(base.get("downstream")))
+        goal = parse_objective(objective, direction, base.get("downstream"), tuple(model_types))
     except ArgsError as e:
         problems.append(str(e))
     if problems:
@@ -58,7 +61,7 @@ def check_sweep(base: dict, space: dict, trials: int | None, method: str, object
     if refused:
         raise ArgsError("invalid sweep: the engine refuses these trials of space (each would fail):\n  "
                         + "\n  ".join(refused))
-    return {"base": base, "dims": dims, "objective": goal, "sampler": _sampler(method)}
+    return {"base": base, "dims": dims, "objective": goal, "sampler": _sampler(method, max_parallel)}
 
 
 def _model_types(base: dict, space: dict) -> list[str]:
@@ -87,16 +90,25 @@ def _with_evaluations(base: dict, goal: Objective, prune) -> dict:
         return base
     args = dict(base.get("args") or {})
     args.setdefault("evaluate_during_training", True)
+    # The evaluations are for the pruner: a checkpoint at each would cost more than the evaluation itself.
+    args.setdefault("save_eval_checkpoints", False)
     if "evaluate_during_training_steps" not in args:
         effective = effective_args(base.get("preset", "demo"), args, base.get("model_type", "bert"),
-                                   bool(base.get("model_name")))[0]
-        args["evaluate_during_training_steps"] = max(1, int(effective.get("max_steps") or 500) // 5)
+                                   bool(base.get("model_name") or base.get("discriminator_name")))[0]
+        steps = int(effective.get("max_steps") or 0)
+        if steps > 0:
+            args["evaluate_during_training_steps"] = max(1, steps // 5)
+        else:  # a run measured in epochs: its length is known only to the engine
+            logger().info("prune: trials train for epochs, not max_steps: they evaluate every %s steps "
+                          "(args.evaluate_during_training_steps)", effective.get("evaluate_during_training_steps"))
     return {**base, "args": args}
 
 
-def _sampler(method: str):
+def _sampler(method: str, max_parallel: int):
+    """seed -> the sampler. TPE with trials running side by side assumes the running ones score badly (constant
+    liar), so that it does not propose the same point to each."""
     import optuna
 
     if method == "grid":  # the grid's points are enqueued in order; the sampler never draws one
         return lambda seed: optuna.samplers.RandomSampler(seed=seed)
-    return lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+    return lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, constant_liar=max_parallel > 1)

@@ -19,14 +19,14 @@ def log_report(run_id: str, study, dims: list[Dimension], objective: Objective) 
     """Log the table, the images and the summary metrics on the sweep's run; returns the artifact names."""
     table = rows(study)
     _replace_table(run_id, table)
-    done = [r for r in table if r["state"] == "complete"]
-    summary = {"trials_complete": len(done), "trials_pruned": sum(r["state"] == "pruned" for r in table),
+    summary = {"trials_complete": sum(r["state"] == "complete" for r in table),
+               "trials_pruned": sum(r["state"] == "pruned" for r in table),
                "trials_failed": sum(r["state"] == "failed" for r in table),
                "steps_trained": sum(r["steps"] for r in table)}
-    if done:
-        best = (min if objective.direction == "minimize" else max)(done, key=lambda r: r["objective"])
-        summary[f"best_{objective.metric}"] = best["objective"]
-        summary["best_trial"] = best["trial"]
+    best = best_trial(study, objective)
+    if best is not None:
+        summary[f"best_{objective.metric}"] = best.value
+        summary["best_trial"] = best.number
     tracking.log_metrics(run_id, summary)
     logged = [TABLE]
     for name, draw in (("objective_vs_parameters.png", _objective_plot),
@@ -183,6 +183,32 @@ def best_trial(study, objective: Objective):
     if not done:
         return None
     return (min if objective.direction == "minimize" else max)(done, key=lambda t: t.value)
+
+
+def register_best(study, base: dict, objective: Objective, register_as: str | None, sweep_run_id: str) -> tuple:
+    """The best complete trial's model registered under `register_as` (default <corpus name>-<model type>) with the
+    alias `best`, tagged with the sweep (once: a resumed sweep whose best is registered already does not register it
+    again). Returns (best trial or None, what was registered or None)."""
+    from .inputs import default_model_name
+    from .registry import register
+    from .sweep_space import apply
+
+    best = best_trial(study, objective)
+    if best is None:
+        logger().warning("sweep %s: no trial completed; nothing registered", study.study_name)
+        return None, None
+    params = apply(base, best.params)
+    model_type = params.get("model_type", "bert")
+    register_as = register_as or base.get("register_as") or default_model_name(base["corpus"], model_type)
+    registered = None
+    if not already_registered(register_as, study, best):
+        registered = register(model_type, best.user_attrs["output_dir"], register_as,
+                              mlm=params["args"].get("mlm", True),
+                              tags={"sweep": study.study_name, "sweep.trial": best.number}, parent_run_id=sweep_run_id)
+        mark_best(registered, study, best, objective)
+    logger().info("best: trial %d, %s %.4g (%s), registered as %s with alias %r", best.number, objective.metric,
+                  best.value, ", ".join(f"{k}={v}" for k, v in best.params.items()), register_as, BEST)
+    return best, registered
 
 
 def mark_best(registered: dict, study, trial, objective: Objective) -> None:

@@ -8,8 +8,9 @@ also `generator_config.*` and `discriminator_config.*`), or `model_type`. A `gri
 
 Everything a trial would refuse is refused here, naming the field (with the nearest valid name for a misspelt one):
 an unknown field, an empty list or a value listed twice (a trial's key is its values), an empty range, a log range
-that reaches zero, and any combination the engine refuses (`hidden_size` 72 with 5 heads), found by checking every
-grid point, or every corner of the ranges with every listed value, on the meta device (well under a second each).
+that reaches zero, and any combination the engine refuses (`hidden_size` 72 with 5 heads), found by checking the
+grid's points, or every corner of the ranges with every listed value, on the meta device (well under a second
+each; the first 256 of them).
 """
 
 from __future__ import annotations
@@ -88,11 +89,9 @@ class Objective:
     def prunable(self) -> bool:
         return self.metric in DURING_TRAINING
 
-    def better(self, a: float, b: float) -> bool:
-        return a < b if self.direction == "minimize" else a > b
 
-
-def parse_objective(objective: str | dict, direction: str | None, has_downstream: bool) -> Objective:
+def parse_objective(objective: str | dict, direction: str | None, downstream=None,
+                    model_types: tuple = ("bert",)) -> Objective:
     """`objective` names a metric the trials log ("perplexity", "downstream.<task>.accuracy", ...), or is
     {"metric", "direction"}; the direction follows from the name when it says (perplexity, loss: minimize;
     accuracy, f1, gain, ...: maximize)."""
@@ -104,15 +103,19 @@ def parse_objective(objective: str | dict, direction: str | None, has_downstream
         objective = objective["metric"]
     metric = str(objective)
     if metric.startswith("downstream."):
-        if not has_downstream:
+        if not downstream:
             raise ArgsError(f"objective {metric!r}: the trials fine-tune on no labelled task; add "
                             "base.downstream (e.g. \"rotten_tomatoes\") or choose perplexity")
         if metric.count(".") < 2:
             raise ArgsError(f"objective {metric!r}: name it downstream.<task>.<metric>, e.g. "
                             "downstream.rotten_tomatoes.accuracy")
+        _check_downstream_task(metric, downstream)
     elif metric not in ENGINE_METRICS:
         raise ArgsError(f"objective {metric!r}: not a metric the trials log{_nearest(metric, ENGINE_METRICS)}; "
                         f"choose one of {', '.join(ENGINE_METRICS)} or downstream.<task>.<metric>")
+    if metric.startswith(("generator_", "discriminator_")) and "electra" not in model_types:
+        raise ArgsError(f"objective {metric!r}: only ELECTRA trials log it (model_type is "
+                        f"{'/'.join(model_types)}); choose perplexity or eval_loss")
     last = metric.rsplit(".", 1)[-1]
     inferred = ("minimize" if any(w in last for w in MINIMIZED) else
                 "maximize" if any(w in last for w in MAXIMIZED) else None)
@@ -120,6 +123,23 @@ def parse_objective(objective: str | dict, direction: str | None, has_downstream
     if direction not in ("minimize", "maximize"):
         raise ArgsError(f"objective {metric!r}: say whether to minimize or maximize it (direction)")
     return Objective(metric, direction)
+
+
+DOWNSTREAM_FIGURES = ("accuracy", "f1", "mcc", "gain")
+"""What the downstream stage logs per task that a sweep can optimise (tasks/downstream.py)."""
+
+
+def _check_downstream_task(metric: str, downstream) -> None:
+    """downstream.<task>.<figure>: a task the trials fine-tune on (its name as the downstream stage gives it)."""
+    from .inputs import check_downstream
+
+    task, _, figure = metric[len("downstream."):].rpartition(".")
+    if figure not in DOWNSTREAM_FIGURES:
+        raise ArgsError(f"objective {metric!r}: the figure is one of {', '.join(DOWNSTREAM_FIGURES)}")
+    try:  # the task names come from reading base.downstream, as the downstream stage will
+        check_downstream(downstream, promote_on=f"downstream.{task}.accuracy")
+    except ArgsError as e:
+        raise ArgsError(f"objective {metric!r}: {e}") from None
 
 
 def parse_space(space: dict, model_types: list[str], method: str) -> list[Dimension]:
@@ -197,10 +217,12 @@ def _dimension(name: str, given, method: str) -> Dimension:
     return Dimension(name, low=low, high=high, log=log, step=step)
 
 
-def combinations(dims: list[Dimension], method: str) -> list[dict]:
-    """The grid's points in order (grid), or every corner of the ranges with every listed value (tpe)."""
+def combinations(dims: list[Dimension], method: str, limit: int | None = None) -> list[dict]:
+    """The grid's points in order (grid), or every corner of the ranges with every listed value (tpe); the first
+    `limit` of them."""
     axes = [d.grid() if method == "grid" else d.corners() for d in dims]
-    return [dict(zip([d.name for d in dims], values)) for values in itertools.product(*axes)]
+    names = [d.name for d in dims]
+    return [dict(zip(names, values)) for values in itertools.islice(itertools.product(*axes), limit)]
 
 
 def apply(base: dict, assignment: dict) -> dict:
@@ -225,7 +247,7 @@ def refused_combinations(base: dict, dims: list[Dimension], method: str) -> list
 
     refused = []
     starts_from = tuple(k for k in ("model_name", "generator_name", "discriminator_name") if base.get(k))
-    for assignment in combinations(dims, method)[:_CHECKED_COMBINATIONS]:
+    for assignment in combinations(dims, method, _CHECKED_COMBINATIONS):
         params = apply(base, assignment)
         model_type = params.get("model_type", "bert")
         try:

@@ -73,8 +73,9 @@ def _create_schema(url: str) -> None:
 def open_study(url: str, name: str, direction: str, sampler=None, pruner=None):
     import optuna
 
+    # No pruner is Optuna's NopPruner: left None, Optuna would put its MedianPruner in.
     return optuna.create_study(storage=storage(url), study_name=name, direction=direction, sampler=sampler,
-                               pruner=pruner, load_if_exists=True)
+                               pruner=pruner or optuna.pruners.NopPruner(), load_if_exists=True)
 
 
 def load_study(url: str, name: str):

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _model(tmp_path, corpus, **overrides):
-    args = tiny_args("bert", tmp_path, max_steps=40, evaluate_during_training=True,
-                     evaluate_during_training_steps=5, save_steps=5, **overrides)
+    args = tiny_args("bert", tmp_path, **{"max_steps": 40, "evaluate_during_training": True,
+                                          "evaluate_during_training_steps": 5, "save_steps": 5, **overrides})
     return LanguageModelingModel("bert", None, args=args, train_files=corpus["train"])
 
 
@@ -73,3 +73,22 @@ def test_a_hook_that_cannot_be_imported_is_bad_input(tmp_path, corpus):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "on_evaluation: cannot import 'tests.no_such_module:hook'" in proc.stderr
+
+
+def test_a_failing_hook_or_an_answer_at_the_last_step_does_not_stop_the_run(tmp_path, corpus):
+    def broken(step, result):
+        raise ConnectionError("the sweep's store is away")
+
+    model = _model(tmp_path, corpus, max_steps=10)
+    step, _ = model.train_model(corpus["train"], eval_file=corpus["test"], on_evaluation=broken)
+    assert step == 10 and model.training_details["stopped_by"] is None  # advice that failed: training went on
+
+    seen = []
+    model = _model(tmp_path / "b", corpus, max_steps=10)
+    step, _ = model.train_model(corpus["train"], eval_file=corpus["test"],
+                                on_evaluation=lambda s, r: seen.append(s) or "behind")
+    # Told at step 5 and stopped there; a run that reaches its last step has finished, whatever the hook says.
+    assert step == 5 and seen == [5]
+    model = _model(tmp_path / "c", corpus, max_steps=5)
+    step, _ = model.train_model(corpus["train"], eval_file=corpus["test"], on_evaluation=lambda s, r: "behind")
+    assert step == 5 and model.training_details["stopped_by"] is None

@@ -81,15 +81,23 @@ def test_pruning_switches_on_evaluations_during_training():
 
 
 def test_objectives_and_their_directions():
-    assert parse_objective("perplexity", None, False).direction == "minimize"
-    assert parse_objective("downstream.sst.accuracy", None, True).direction == "maximize"
-    assert parse_objective({"metric": "eval_loss", "direction": "maximize"}, None, False).direction == "maximize"
-    assert parse_objective("perplexity", None, False).prunable
-    assert not parse_objective("downstream.sst.gain", None, True).prunable
+    assert parse_objective("perplexity", None).direction == "minimize"
+    task = "rotten_tomatoes"  # the bundled labelled task
+    assert parse_objective(f"downstream.{task}.accuracy", None, task).direction == "maximize"
+    assert parse_objective({"metric": "eval_loss", "direction": "maximize"}, None).direction == "maximize"
+    assert parse_objective("perplexity", None).prunable
+    assert not parse_objective(f"downstream.{task}.gain", None, task).prunable
     with pytest.raises(ArgsError, match="fine-tune on no labelled task"):
-        parse_objective("downstream.sst.accuracy", None, False)
+        parse_objective(f"downstream.{task}.accuracy", None)
+    with pytest.raises(ArgsError, match="'rottentomatoes' is not in downstream"):
+        parse_objective("downstream.rottentomatoes.accuracy", None, task)
+    with pytest.raises(ArgsError, match="the figure is one of accuracy, f1, mcc, gain"):
+        parse_objective(f"downstream.{task}.auc", None, task)
+    with pytest.raises(ArgsError, match="only ELECTRA trials log it"):
+        parse_objective("discriminator_accuracy", None, None, ("bert",))
+    assert parse_objective("discriminator_accuracy", None, None, ("electra",)).direction == "maximize"
     with pytest.raises(ArgsError, match="did you mean perplexity"):
-        parse_objective("perplexty", None, False)
+        parse_objective("perplexty", None)
 
 
 def test_grid_points_in_order_and_values_put_where_they_belong():
@@ -234,3 +242,55 @@ def test_a_trial_that_failed_or_was_pruned_says_why():
     assert (failed.state, failed.note) == ("failed", "ValueError: vocab_size 3 is too small")
     pruned = outcome(Completed(data={"stopped_by": "pruned at step 12: 900 is more than 10% behind"}), "run", goal)
     assert (pruned.state, pruned.value) == ("pruned", None) and pruned.note.startswith("pruned at step 12")
+
+
+def test_taking_over_a_dead_sweep_reruns_its_running_trials_and_refuses_a_live_owner(tmp_path, monkeypatch):
+    from tasks import sweep as bookkeeping
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="t")
+    dist = {"learning_rate": optuna.distributions.CategoricalDistribution([1e-3, 2e-3, 3e-3])}
+    done, left = study.ask(dist), study.ask(dist)
+    study.tell(done, 1.0)
+    study.set_user_attr("owner", "dead-run")
+    monkeypatch.setattr(bookkeeping, "_still_running", lambda run: run == "live-run")
+    again = bookkeeping.take_over(study, "me")
+    assert again == [left.params] and study.user_attrs["owner"] == "me"
+    assert study.trials[left.number].state == TrialState.FAIL
+    assert study.user_attrs["interrupted"] == [left.number]
+    study.set_user_attr("owner", "live-run")
+    with pytest.raises(RuntimeError, match="is running in flow run live-run"):
+        bookkeeping.take_over(study, "me")
+
+
+def test_a_trial_proposed_again_takes_the_finished_result_without_training(tmp_path):
+    from tasks.sweep import repeated
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/s.db", study_name="r")
+    dist = {"learning_rate": optuna.distributions.CategoricalDistribution([1e-3])}
+    first = study.ask(dist)
+    key = trial_key(first.params)
+    first.set_user_attr("key", key)
+    assert repeated(study, first, key) is None  # itself is not a repeat
+    study.tell(first, 4.5)
+    second = study.ask(dist)
+    said = repeated(study, second, key)
+    assert said.startswith(f"has the values of trial {first.number}: its 4.5 is reused")
+    assert study.trials[second.number].state == TrialState.COMPLETE and study.trials[second.number].value == 4.5
+
+
+def test_the_engine_hook_reports_each_evaluation_and_says_when_to_stop(tmp_path, monkeypatch):
+    from tasks.pruning import reporter
+    from tasks.sweep_store import open_study
+
+    monkeypatch.setenv("SWEEP_STORAGE", f"sqlite:///{tmp_path}/s.db")
+    study = open_study(storage_url(), "h", "minimize", pruner=make_pruner({"margin": 0.2}))
+    dist = {"learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    for value in (500.0, 520.0):
+        _finished(study, {12: value}, value)
+    trial = study.ask(dist)
+    hook = reporter("h", trial.number, "perplexity", {"margin": 0.2})  # as the engine's process builds it
+    assert hook(12, {"perplexity": 590.0, "eval_loss": 6.4}) is None  # 15% behind the median 510
+    said = hook(24, {"perplexity": 700.0})  # no finished value at 24: compared with theirs at 12
+    assert said.startswith("pruned at step 24: 700 is more than 20% behind the median 510")
+    assert study.trials[trial.number].intermediate_values == {12: 590.0, 24: 700.0}
+    assert hook(36, {"eval_loss": 6.0}) is None  # an evaluation without the metric is not reported

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from flows.common import deployments_help
+from flows.common import deployments_help, none_if_empty
 
 
 def cli() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def cli() -> argparse.ArgumentParser:
     p.add_argument("--max-parallel", type=int, default=1)
     p.add_argument("--prune", type=json.loads, default=True, help="true, false, or the rule's settings as JSON")
     p.add_argument("--name", default="sweep")
-    p.add_argument("--register-as")
+    p.add_argument("--register-as", type=none_if_empty, help="default: <corpus name>-<model type>")
     p.add_argument("--experiment", default="sweeps")
     p.add_argument("--seed", type=int, default=42)
     return p

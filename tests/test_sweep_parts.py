@@ -294,3 +294,29 @@ def test_the_engine_hook_reports_each_evaluation_and_says_when_to_stop(tmp_path,
     assert said.startswith("pruned at step 24: 700 is more than 20% behind the median 510")
     assert study.trials[trial.number].intermediate_values == {12: 590.0, 24: 700.0}
     assert hook(36, {"eval_loss": 6.0}) is None  # an evaluation without the metric is not reported
+
+
+def test_the_mlproject_entry_points_parse_as_their_flows_command_lines():
+    """Each `python -m flows.X ...` entry point of MLproject, with its defaults filled in, is accepted by that
+    flow's own command line (a renamed option would otherwise fail only under `mlflow run`)."""
+    import importlib
+    import shlex
+    from pathlib import Path
+
+    import yaml
+
+    project = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
+    checked = []
+    for name, entry in project["entry_points"].items():
+        words = shlex.split(entry["command"].format(**{k: shlex.quote(str(v.get("default", "x")))
+                                                       for k, v in entry["parameters"].items()}))
+        if words[:2] != ["python", "-m"] or not words[2].startswith("flows."):
+            continue
+        module = importlib.import_module(words[2])
+        if not hasattr(module, "cli"):  # its parser is built inside main()
+            continue
+        ns = module.cli().parse_args(words[3:])
+        checked.append(name)
+        if name == "sweep":
+            assert ns.base == {"corpus": "sample", "preset": "demo"} and ns.prune is True and ns.register_as is None
+    assert {"pretrain", "sweep"} <= set(checked)

@@ -126,14 +126,14 @@ def test_clearly_behind_prunes_only_past_the_margin():
     study = _study()
     _finished(study, {10: 900.0, 20: 600.0}, 600.0)
     _finished(study, {10: 1000.0, 20: 700.0}, 700.0)
-    rule = ClearlyBehind(margin=0.5)
+    rule = ClearlyBehind(margin=0.5, percentile=50, min_evaluations=1)  # the median rule, with a margin
     close = study.ask()
     close.report(1300.0, 10)  # median 950: 37% behind, inside the margin
     assert rule.verdict(study, study.trials[close.number]) is None
     far = study.ask()
     far.report(1500.0, 10)  # 58% behind
     said = rule.verdict(study, study.trials[far.number])
-    assert said.startswith("pruned at step 10: 1500 is more than 50% behind the median 950 of 2 finished trials")
+    assert said.startswith("pruned at step 10: 1500 is more than 50% behind 950, the median of 2 finished trials")
     late = study.ask()
     late.report(1100.0, 25)  # compared with the finished trials' last values at or before step 25 (650)
     assert rule.verdict(study, study.trials[late.number]) is not None
@@ -142,7 +142,31 @@ def test_clearly_behind_prunes_only_past_the_margin():
     _finished(young, {10: 900.0}, 900.0)
     t = young.ask()
     t.report(5000.0, 10)
+    t.report(5000.0, 20)
     assert ClearlyBehind().verdict(young, young.trials[t.number]) is None
+
+
+def test_the_default_rule_measures_against_the_best_quarter_from_the_second_evaluation():
+    """A random start leaves bad trials among the first: the median sits with them and nothing is behind it."""
+    study = _study()
+    for value in (500.0, 495.0, 300.0):  # two hopeless first trials, one good
+        _finished(study, {12: value + 50, 24: value}, value)
+    t = study.ask()
+    t.report(560.0, 12)
+    rule = ClearlyBehind()
+    assert rule.verdict(study, study.trials[t.number]) is None  # one evaluation: warm-up may explain it
+    t.report(490.0, 24)  # the median (495) would keep it; the best quarter (397.5) does not
+    assert ClearlyBehind(percentile=50).verdict(study, study.trials[t.number]) is None
+    said = rule.verdict(study, study.trials[t.number])
+    assert said.startswith("pruned at step 24: 490 is more than 10% behind 397.5, the 25th-best percentile of 3")
+    # Maximizing, the best quarter is the top one.
+    up = _study("maximize")
+    for value in (0.50, 0.52, 0.80):
+        _finished(up, {1: value, 2: value}, value)
+    u = up.ask()
+    u.report(0.55, 1)
+    u.report(0.55, 2)
+    assert rule.verdict(up, up.trials[u.number]).startswith("pruned at step 2: 0.55 is more than 10% behind 0.66")
 
 
 def test_prune_parameter():
@@ -289,9 +313,9 @@ def test_the_engine_hook_reports_each_evaluation_and_says_when_to_stop(tmp_path,
         _finished(study, {12: value}, value)
     trial = study.ask(dist)
     hook = reporter("h", trial.number, "perplexity", {"margin": 0.2})  # as the engine's process builds it
-    assert hook(12, {"perplexity": 590.0, "eval_loss": 6.4}) is None  # 15% behind the median 510
+    assert hook(12, {"perplexity": 590.0, "eval_loss": 6.4}) is None  # its first evaluation
     said = hook(24, {"perplexity": 700.0})  # no finished value at 24: compared with theirs at 12
-    assert said.startswith("pruned at step 24: 700 is more than 20% behind the median 510")
+    assert said.startswith("pruned at step 24: 700 is more than 20% behind 505, the 25th-best percentile")
     assert study.trials[trial.number].intermediate_values == {12: 590.0, 24: 700.0}
     assert hook(36, {"eval_loss": 6.0}) is None  # an evaluation without the metric is not reported
 

@@ -24,7 +24,7 @@ import transformers as hf
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from lmcore import electra, families, hardware, precision  # noqa: E402
-from lmcore.objectives import to_device  # noqa: E402
+from lmcore.host import to_device  # noqa: E402
 
 VOCAB = 30522
 

@@ -109,7 +109,7 @@ def worker(ns) -> None:
     import transformers as hf
 
     from lmcore.corpus import CorpusReading, CorpusStats, resolve_files
-    from lmcore.data import Reading, load_features
+    from lmcore.data import load_features
 
     import importlib
 
@@ -125,8 +125,8 @@ def worker(ns) -> None:
         stats = CorpusStats()
         out["characters"] = sum(map(len, CorpusReading(cache_dir=ns.dataset_cache).texts(files, stats)))
     else:
-        reading = Reading(process_count=ns.workers, dataset_cache_dir=ns.dataset_cache)
-        features = load_features(files, tokenizer, "simple", BLOCK, ns.cache, reprocess=True, reading=reading)
+        features = load_features(files, tokenizer, "simple", BLOCK, ns.cache, reprocess=True,
+                                 reading=CorpusReading(cache_dir=ns.dataset_cache), process_count=ns.workers)
     out["seconds"] = time.perf_counter() - start
     after = os.times()  # this process and its reaped tokenizing workers, around the measured call only
     out["cpu_s"] = sum(after[:4]) - sum(before[:4])

@@ -1,12 +1,15 @@
-"""Corpus sources -> texts, with every kind of bad input caught before any expensive work.
+"""Corpus sources -> texts, with every kind of bad input caught before any expensive work: the middle of the data
+layer's one way down (`containers`: files and folders -> rows; `corpus`: resolve, check, hash, texts; `data`:
+texts -> token blocks). Imports `containers` and `sample_corpus`, never `data` or anything above it.
 
 A source is a text file (plain or gzip), a JSON Lines, CSV / TSV, Parquet or Arrow file, a folder written by
-`Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or a dataset name in the local `datasets` cache
-(`lmcore.containers` reads all but text), or the reserved value "sample" (`lmcore.sample_corpus`, made on
-first use). `resolve_files` turns what a user passes (a file, a directory, a dataset name, a list of these) into
-sorted sources and checks each one cheaply (exists, readable, not empty, not whitespace only, not binary; a
-Parquet footer or Arrow header that opens). `iter_corpus` then checks every source against the settings
-(`CorpusReading`: the text column, the split, a JSON line that does not parse) and only then streams the texts,
+`Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or a dataset name in the local `datasets` cache (all read
+into rows by `lmcore.containers`), or the reserved value "sample" (`lmcore.sample_corpus`, made on first use).
+`resolve_files` turns what a user passes (a file, a directory, a dataset name, a list of these) into sorted
+sources and checks each one cheaply (exists, readable, not empty, not whitespace only, not binary; a Parquet
+footer or Arrow header that opens). `iter_corpus` then checks every source against the settings
+(`CorpusReading`, the one record of reading settings: the text column, the split, a JSON line that does not
+parse) and only then streams the texts (`source_rows`, the one rows generator, and `source_texts` over it),
 with bounded memory: text files line by line (gzip by its magic bytes, a BOM dropped, CRLF and lone CR as line
 ends, bytes invalid in the file's encoding replaced and counted or, under `strict_utf8`, an error with the byte
 offset, a line longer than `MAX_SEGMENT` characters cut at whitespace into pieces), other containers row by row
@@ -21,36 +24,20 @@ import gzip
 import hashlib
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from . import sample_corpus
+from . import containers, sample_corpus
+from .containers import (  # noqa: F401  CorpusError, CorpusStats, iter_lines, MAX_SEGMENT: this module's names too
+    MAX_SEGMENT, READ_CHUNK, SKIPPED_NAMES, TABLE_KINDS, CorpusError, CorpusStats, DatasetRef, find_dataset,
+    is_dataset_folder, iter_lines, kind_of, members, open_binary, quick_problem, segments)
 
 log = logging.getLogger(__name__)
 
-GZIP_MAGIC = b"\x1f\x8b"
-READ_CHUNK = 1 << 20
-MAX_SEGMENT = 1 << 20
-"""Characters; a longer line is yielded in pieces of at most this size, cut at whitespace where there is some."""
 BINARY_PROBE = 8192
-
-
-class CorpusError(ValueError):
-    """A corpus file cannot be used; the message names the file and the problem."""
-
-
-@dataclass
-class CorpusStats:
-    files: int = 0
-    bytes: int = 0
-    lines: int = 0
-    invalid_bytes_replaced: int = 0
-    files_with_invalid_bytes: list = field(default_factory=list)
-    rows_skipped: int = 0
-    """Rows of JSON Lines, CSV, Parquet, Arrow or datasets whose text was empty or not a string."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +73,6 @@ class CorpusReading:
         """What a cache key needs besides the files' contents: the containers other than plain text the files are
         read as, and the row settings that differ from the defaults. Empty for a corpus of text files, so caches
         built before containers were read keep their keys (and a .jsonl once read as text does not)."""
-        from .containers import kind_of
-
         kinds = sorted({kind_of(f, self.data_format) for f in files} - {"text"})
         if not kinds:
             return {}
@@ -110,8 +95,6 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
     optionally with a split, `NAME[SPLIT]`; it comes back as a `DatasetRef`. "sample" ("sample[eval]"): the sample
     corpus's train (held-out) file, written on first use (lmcore.sample_corpus). A folder written by save_to_disk is
     one source; any other folder gives its files (sorted, hidden ones skipped)."""
-    from .containers import DatasetRef, find_dataset, is_dataset_folder
-
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = list(paths)
@@ -154,8 +137,6 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
 
 
 def _files_in(directory: Path) -> list[Path]:
-    from .containers import SKIPPED_NAMES, is_dataset_folder
-
     out = []
     for root, dirs, names in os.walk(directory):
         saved = [d for d in dirs if not d.startswith(".") and is_dataset_folder(Path(root) / d)]
@@ -166,8 +147,6 @@ def _files_in(directory: Path) -> list[Path]:
 
 
 def _warn_mixed(directory: Path, files: list[Path]) -> None:
-    from .containers import kind_of
-
     kinds = sorted({kind_of(f) for f in files})
     if len(kinds) > 1 and "text" in kinds:
         log.warning("%s mixes containers (%s): its files without a known extension (%s) are read as plain text",
@@ -177,8 +156,6 @@ def _warn_mixed(directory: Path, files: list[Path]) -> None:
 def check_file(path: Path, encoding: str | None = None) -> str | None:
     """The problem with one corpus source, or None. Reads only as far as it must (the first non-blank byte of a
     text file; the footer or header of a Parquet or Arrow file)."""
-    from .containers import TABLE_KINDS, kind_of, quick_problem
-
     try:
         if kind_of(path) in TABLE_KINDS:
             return quick_problem(path)
@@ -186,7 +163,7 @@ def check_file(path: Path, encoding: str | None = None) -> str | None:
         return "permission denied"
     wide = bool(encoding) and codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     try:
-        with _open_binary(path) as f:
+        with open_binary(path) as f:
             head = f.read(BINARY_PROBE)
             if not head:
                 return "file is empty"
@@ -204,129 +181,6 @@ def check_file(path: Path, encoding: str | None = None) -> str | None:
     return None
 
 
-def _open_binary(path: Path):
-    with open(path, "rb") as probe:
-        magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == GZIP_MAGIC else open(path, "rb")
-
-
-def iter_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None = None,
-               encoding: str | None = None) -> Iterator[str]:
-    """Yield the lines of one file (without line ends, blank lines included, long lines in pieces), decoded with
-    `encoding` (a Python codec name; None: UTF-8)."""
-    stats = stats if stats is not None else CorpusStats()
-    yield from _lines(path, strict_utf8, stats, encoding, cut=True)
-
-
-def decoded_lines(path: Path, strict_utf8: bool = False, stats: CorpusStats | None = None,
-                  encoding: str | None = None) -> Iterator[str]:
-    """The whole lines of a JSON Lines or CSV file, decoded as `iter_lines` decodes text (a line is never cut:
-    a row is parsed whole). Only invalid bytes are counted into `stats`; the caller counts rows."""
-    own = CorpusStats()
-    yield from _lines(path, strict_utf8, own, encoding, cut=False)
-    if stats is not None and own.invalid_bytes_replaced:
-        stats.invalid_bytes_replaced += own.invalid_bytes_replaced
-        stats.files_with_invalid_bytes.extend(own.files_with_invalid_bytes)
-
-
-def _lines(path: Path, strict_utf8: bool, stats: CorpusStats, encoding: str | None, cut: bool) -> Iterator[str]:
-    replaced = _Replacements(encoding or "utf-8")
-    decoder = codecs.getincrementaldecoder(replaced.codec)(errors="strict")
-    consumed = 0
-    pending = ""
-    first = True
-    with _open_binary(path) as f:
-        while True:
-            chunk = f.read(READ_CHUNK)
-            final = not chunk
-            text = _decode(decoder, chunk, final, consumed, path, strict_utf8, replaced)
-            consumed += len(chunk)
-            if first and text.startswith("\ufeff"):
-                text = text[1:]
-            first = first and not text
-            text = pending + text
-            held = ""  # a CR at the end of a chunk may be the first half of a CRLF
-            if not final and text.endswith("\r"):
-                text, held = text[:-1], "\r"
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
-            parts = text.split("\n")
-            tail = parts.pop()
-            if final:
-                if tail:
-                    parts.append(tail)
-                tail = ""
-            for line in parts:
-                if cut:
-                    yield from _segments(line)
-                else:
-                    yield line
-                stats.lines += 1
-            if final:
-                break
-            pending = tail + held
-            while cut and len(pending) > MAX_SEGMENT:
-                piece, pending = _cut(pending)
-                yield piece
-    stats.files += 1
-    stats.bytes += consumed
-    if replaced.count:
-        stats.invalid_bytes_replaced += replaced.count
-        stats.files_with_invalid_bytes.append(str(path))
-        log.warning("%s: %d invalid %s byte(s) replaced with U+FFFD (first at byte offset %d); "
-                    "set strict_utf8=True to make this an error", path, replaced.count, replaced.name,
-                    replaced.first_offset)
-
-
-class _Replacements:
-    def __init__(self, encoding: str):
-        self.codec = codecs.lookup(encoding).name
-        self.name = "UTF-8" if self.codec == "utf-8" else encoding  # messages use the name the user gave
-        self.count = 0
-        self.first_offset = None
-
-
-def _decode(decoder, chunk: bytes, final: bool, consumed: int, path: Path, strict: bool, replaced) -> str:
-    buffered = len(decoder.getstate()[0])
-    try:
-        return decoder.decode(chunk, final=final)
-    except UnicodeDecodeError as e:
-        offset = consumed - buffered + e.start
-        if strict:
-            raise CorpusError(f"{path}: invalid {replaced.name} at byte offset {offset} (strict_utf8=True)") from None
-    # Decode this chunk again, replacing each bad sequence and counting the bytes replaced.
-    data = decoder.getstate()[0] + chunk
-    decoder.reset()
-    out, pos = [], 0
-    while True:
-        try:
-            out.append(decoder.decode(data[pos:], final=final))
-            return "".join(out)
-        except UnicodeDecodeError as e:
-            good = data[pos:pos + e.start]
-            out.append(good.decode(replaced.codec))
-            decoder.reset()
-            if replaced.first_offset is None:
-                replaced.first_offset = consumed - buffered + pos + e.start
-            replaced.count += e.end - e.start
-            out.append("\ufffd")
-            pos += e.end
-
-
-def _segments(line: str) -> Iterator[str]:
-    while len(line) > MAX_SEGMENT:
-        piece, line = _cut(line)
-        yield piece
-    yield line
-
-
-def _cut(text: str) -> tuple[str, str]:
-    """Split off a first piece of at most MAX_SEGMENT characters, at the last whitespace if there is one."""
-    cut = text.rfind(" ", MAX_SEGMENT // 2, MAX_SEGMENT)
-    if cut <= 0:
-        cut = MAX_SEGMENT
-    return text[:cut], text[cut:].lstrip(" ")
-
-
 def iter_corpus(files: list[Path], strict_utf8: bool = False, stats: CorpusStats | None = None,
                 encoding: str | None = None, data_format: str | None = None,
                 dataset_cache_dir: str | None = None, *, text_column: str = "text", dataset_split: str = "train",
@@ -338,25 +192,30 @@ def iter_corpus(files: list[Path], strict_utf8: bool = False, stats: CorpusStats
     yield from reading.texts(files, stats)
 
 
-def source_texts(source: Path, reading: CorpusReading, stats: CorpusStats) -> Iterator[str]:
-    """The texts of one (checked) source: a text file's lines, blank ones included (they add no tokens), or the
-    rows of any other container whose text is a non-blank string (the others counted in `stats.rows_skipped`),
-    a row longer than MAX_SEGMENT characters in pieces."""
-    from . import containers
-
-    if containers.kind_of(source, reading.data_format) == "text":
+def source_rows(source: Path, reading: CorpusReading, stats: CorpusStats) -> Iterator:
+    """The raw rows of one (checked) source, one at a time: a text file's lines (blank ones included, a huge line in
+    pieces, streamed: never a batch of them in memory), the text column's values of any other container (None or
+    a non-string where a row has no text). The one generator both preparation and training read a source with."""
+    if kind_of(source, reading.data_format) == "text":
         yield from iter_lines(source, reading.strict_utf8, stats, reading.encoding)
         return
     for batch in containers.rows(source, reading, stats):
-        for row in batch:
-            if not isinstance(row, str) or not row.strip():
-                stats.rows_skipped += 1
-                continue
+        yield from batch
+
+
+def source_texts(source: Path, reading: CorpusReading, stats: CorpusStats) -> Iterator[str]:
+    """The texts of one (checked) source: `source_rows`, where a container's rows whose text is not a non-blank
+    string are skipped (counted in `stats.rows_skipped`) and a row longer than MAX_SEGMENT characters comes in
+    pieces. A text file's blank lines stay (they add no tokens; the line reader counts them)."""
+    text = kind_of(source, reading.data_format) == "text"
+    for row in source_rows(source, reading, stats):
+        if text:
+            yield row
+        elif not isinstance(row, str) or not row.strip():
+            stats.rows_skipped += 1
+        else:
             stats.lines += 1
-            if len(row) > MAX_SEGMENT:
-                yield from _segments(row)
-            else:
-                yield row
+            yield from segments(row)
 
 
 _CHECKED: set = set()
@@ -367,8 +226,6 @@ the same corpus, and a JSON Lines check parses every line."""
 def check_sources(files: list[Path], reading: CorpusReading) -> None:
     """Raise one CorpusError listing every source that cannot be read under `reading` (missing column, corrupt
     Parquet or Arrow data, a JSON line that does not parse, an unknown split or configuration)."""
-    from . import containers
-
     problems = []
     for f in files:
         if containers.kind_of(f, reading.data_format) == "text":
@@ -389,10 +246,9 @@ def iter_rows(path: Path, data_format: str, cache_dir: str | None = None, stats:
               encoding: str | None = None) -> Iterator[str]:
     """The "text" column of one file read in `data_format` (text, csv, tsv, json, jsonl): `iter_corpus` with
     that format, kept for callers of the earlier reader."""
-    from .containers import KIND_BY_FORMAT
-
-    if data_format not in KIND_BY_FORMAT:
-        raise CorpusError(f"{path}: data_format={data_format!r} is not one of {', '.join(KIND_BY_FORMAT)}")
+    if data_format not in containers.KIND_BY_FORMAT:
+        raise CorpusError(f"{path}: data_format={data_format!r} is not one of "
+                          f"{', '.join(containers.KIND_BY_FORMAT)}")
     yield from iter_corpus([path], False, stats, encoding, data_format, cache_dir)
 
 
@@ -410,11 +266,10 @@ def corpus_statistics(files: list[Path], reading=None) -> list[dict]:
     earlier source already had: what exact de-duplication drops), invalid_bytes (replaced with U+FFFD),
     length_mean / length_p50 / length_p90 / length_p99 / length_max (characters per non-empty row).
 
-    `reading`: a CorpusReading, or a LanguageModelingArgs (or a dict of its fields) whose reading settings apply. A text file's rows are
-    its lines (a line over MAX_SEGMENT characters counts as its pieces). Memory: 8 bytes per non-empty row for
-    the duplicate count, a fixed histogram for the lengths. Plain values, ready for `pandas.DataFrame(...)`."""
-    from . import containers
-
+    `reading`: a CorpusReading, or a LanguageModelingArgs (or a dict of its fields) whose reading settings apply.
+    A text file's rows are its lines (a line over MAX_SEGMENT characters counts as its pieces). Memory: 8 bytes
+    per non-empty row for the duplicate count, a fixed histogram for the lengths. Plain values, ready for
+    `pandas.DataFrame(...)`."""
     if isinstance(reading, dict):
         from .args import LanguageModelingArgs
 
@@ -429,8 +284,7 @@ def corpus_statistics(files: list[Path], reading=None) -> list[dict]:
         row = {"source": str(f), "container": kind, "rows": 0, "empty_rows": 0, "non_text_rows": 0,
                "characters": 0}
         bins, long_rows, own = np.zeros(LENGTH_BINS, dtype=np.int64), [], []
-        batches = _line_batches(f, reading, stats) if kind == "text" else containers.rows(f, reading, stats)
-        for batch in batches:
+        for batch in containers.rows(f, reading, stats):
             strings = [t for t in batch if isinstance(t, str)]
             texts = [t for t in strings if t.strip()]
             row["rows"] += len(batch)
@@ -443,22 +297,12 @@ def corpus_statistics(files: list[Path], reading=None) -> list[dict]:
             long_rows.extend(lengths[lengths >= LENGTH_BINS].tolist())
             own.append(np.fromiter(map(hash, texts), dtype=np.int64, count=len(texts)))
         hashes.append(np.concatenate(own) if own else np.zeros(0, dtype=np.int64))
-        row.update(bytes=sum(m.stat().st_size for m in containers.members(f)), invalid_bytes=stats.invalid_bytes_replaced, **_length_summary(bins, long_rows))
+        row.update(bytes=sum(m.stat().st_size for m in members(f)), invalid_bytes=stats.invalid_bytes_replaced,
+                   **_length_summary(bins, long_rows))
         out.append(row)
     for row, dups in zip(out, _duplicates(hashes)):
         row["duplicates"] = dups
     return out
-
-
-def _line_batches(f: Path, reading: CorpusReading, stats: CorpusStats, size: int = 1000) -> Iterator[list]:
-    batch = []
-    for line in iter_lines(f, reading.strict_utf8, stats, reading.encoding):
-        batch.append(line)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _length_summary(bins: np.ndarray, long_rows: list[int]) -> dict:
@@ -500,8 +344,6 @@ _FILE_HASHES: dict[tuple, str] = {}
 
 def _stamp(f: Path) -> tuple:
     """(identity, size, newest mtime_ns) of a source: a file, or the files of a dataset folder or cached name."""
-    from .containers import DatasetRef, members
-
     if not isinstance(f, DatasetRef) and not f.is_dir():
         st = os.stat(f)
         return (str(Path(f).resolve()), st.st_size, st.st_mtime_ns)
@@ -513,8 +355,6 @@ def _stamp(f: Path) -> tuple:
 def file_hash(f: Path) -> str:
     """SHA-256 of one source's bytes (of a dataset folder's or cached name's files, names included),
     remembered by (path, size, modification time)."""
-    from .containers import DatasetRef, members
-
     stamp = _stamp(f)
     if stamp not in _FILE_HASHES:
         h = hashlib.sha256()

@@ -28,8 +28,8 @@ import numpy as np
 import tokenizers
 import torch
 
-from . import atomic, dist
-from .corpus import CorpusReading, CorpusStats, check_sources, content_hash, source_texts
+from . import atomic, host
+from .corpus import CorpusReading, CorpusStats, check_sources, content_hash, members, source_texts
 from .tokenizer import fingerprint
 
 log = logging.getLogger(__name__)
@@ -71,44 +71,18 @@ class Features:
         return int(self.offsets[-1])
 
 
-@dataclass(frozen=True)
-class Reading:
-    """How corpus files become text and how the token stream is cut: the settings besides type and block size."""
+def window_step(content: int, stride: float | None) -> int:
+    """Tokens between window starts: stride × window, at least 1, at most the window (None: back-to-back blocks)."""
+    if stride is None:
+        return content
+    return max(1, min(content, int(content * stride)))
 
-    strict_utf8: bool = False
-    encoding: str | None = None
-    """Codec of plain text files (None: UTF-8)."""
-    data_format: str | None = None
-    """Read every file in this format (text, csv, tsv, json, jsonl); None: each by its extension."""
-    dataset_cache_dir: str | None = None
-    text_column: str = "text"
-    dataset_split: str = "train"
-    dataset_config: str | None = None
-    stride: float | None = None
-    """Sliding windows whose starts are this share of the window apart; None: back-to-back blocks."""
-    process_count: int | None = None
-    """Tokenizing processes; None: the cores this process may use. The features never depend on it."""
 
-    @property
-    def corpus(self) -> CorpusReading:
-        return CorpusReading(self.strict_utf8, self.encoding, self.data_format, self.dataset_cache_dir,
-                             self.text_column, self.dataset_split, self.dataset_config)
-
-    def texts(self, path: Path, stats: CorpusStats):
-        """The texts of one source, already checked (`check_sources`)."""
-        return source_texts(path, self.corpus, stats)
-
-    def key(self) -> dict:
-        """The settings that change the features, only where they differ from the defaults (so caches built before
-        these settings existed keep their keys)."""
-        parts = {"stride": self.stride, "encoding": self.encoding, "format": self.data_format}
-        return {k: v for k, v in parts.items() if v is not None}
-
-    def step(self, content: int) -> int:
-        """Tokens between window starts: stride × window, at least 1, at most the window (back-to-back)."""
-        if self.stride is None:
-            return content
-        return max(1, min(content, int(content * self.stride)))
+def _cutting_key(reading: CorpusReading, stride: float | None) -> dict:
+    """The settings besides the corpus reading's own key that change the features, only where they differ from the
+    defaults (so caches built before these settings existed keep their keys)."""
+    parts = {"stride": stride, "encoding": reading.encoding, "format": reading.data_format}
+    return {k: v for k, v in parts.items() if v is not None}
 
 
 def features_for(files: list[Path], tokenizer, args, block_size: int, build: bool, mode: str = "train"
@@ -118,29 +92,27 @@ def features_for(files: list[Path], tokenizer, args, block_size: int, build: boo
     passed on to a user's `dataset_class`."""
     if args.dataset_class is not None:
         return custom_features(args.dataset_class, files, tokenizer, args, block_size, mode)
-    reading = Reading(strict_utf8=args.strict_utf8, encoding=args.encoding,
-                      data_format=args.data_format if args.use_hf_datasets else None,
-                      dataset_cache_dir=args.dataset_cache_dir, text_column=getattr(args, "text_column", "text"),
-                      dataset_split=getattr(args, "dataset_split", "train"),
-                      dataset_config=getattr(args, "dataset_config", None),
-                      stride=float(args.stride) if args.sliding_window else None, process_count=args.process_count)
     return load_features(files, tokenizer, args.dataset_kind, block_size, args.cache_dir,
-                         reprocess=args.reprocess_input_data, build=build, reading=reading)
+                         reprocess=args.reprocess_input_data, build=build, reading=CorpusReading.from_args(args),
+                         stride=float(args.stride) if args.sliding_window else None, process_count=args.process_count)
 
 
 def load_features(files: list[Path], tokenizer, dataset_type: str, block_size: int, cache_dir: str,
                   reprocess: bool = False, strict_utf8: bool = False, build: bool = True,
-                  reading: Reading | None = None) -> Features:
+                  reading: CorpusReading | None = None, stride: float | None = None,
+                  process_count: int | None = None) -> Features:
     """The features of `files` for these settings: from the cache when present (unless `reprocess`), else built.
-    With `build=False` (non-zero ranks) only an existing cache is opened. `reading` carries the other settings
-    (its strict_utf8 wins over the argument of that name)."""
-    reading = reading or Reading(strict_utf8=strict_utf8)
+    With `build=False` (non-zero ranks) only an existing cache is opened. `reading` says how the sources are read
+    (its strict_utf8 wins over the argument of that name). `stride`: sliding windows whose starts are this share
+    of the window apart (None: back-to-back blocks). `process_count`: tokenizing processes (None: the cores this
+    process may use); the features never depend on it."""
+    reading = reading or CorpusReading(strict_utf8=strict_utf8)
     key_src = {"corpus": content_hash(files), "tokenizer": fingerprint(tokenizer), "type": dataset_type,
-               "block": block_size, "v": FORMAT_VERSION, **reading.key(), **reading.corpus.key(files)}
+               "block": block_size, "v": FORMAT_VERSION, **_cutting_key(reading, stride), **reading.key(files)}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:24]
     folder = Path(cache_dir) / "features" / key
     if build and (reprocess or not (folder / "meta.json").exists()):
-        _build(files, tokenizer, dataset_type, block_size, folder, reading)
+        _build(files, tokenizer, dataset_type, block_size, folder, reading, stride, process_count)
     elif (folder / "meta.json").exists():
         log.info("Features: reusing %s", folder)
     meta = json.loads((folder / "meta.json").read_text())
@@ -151,7 +123,8 @@ def load_features(files: list[Path], tokenizer, dataset_type: str, block_size: i
     return Features(tokens, offsets, folder, meta, score_from)
 
 
-def _build(files, tokenizer, dataset_type, block_size, folder: Path, reading: Reading) -> None:
+def _build(files, tokenizer, dataset_type, block_size, folder: Path, reading: CorpusReading, stride: float | None,
+           process_count: int | None) -> None:
     backend = clean_backend(tokenizer)
     prefix, suffix = special_affixes(backend)
     content = block_size - len(prefix) - len(suffix)
@@ -159,7 +132,7 @@ def _build(files, tokenizer, dataset_type, block_size, folder: Path, reading: Re
         raise ValueError(f"block_size {block_size} leaves no room for text beside {len(prefix) + len(suffix)} "
                          "special tokens")
     dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max else np.int32
-    check_sources(files, reading.corpus)  # every source readable before anything is tokenized
+    check_sources(files, reading)  # every source readable before anything is tokenized
     stats = CorpusStats()
     progress = _Progress(sum(_source_size(f) for f in files))
     per_file = np.zeros(len(files), dtype=np.int64)
@@ -167,17 +140,18 @@ def _build(files, tokenizer, dataset_type, block_size, folder: Path, reading: Re
 
     def write(tmp: Path) -> None:
         tmp.mkdir(parents=True)
-        writer = written["writer"] = _ExampleWriter(tmp, dtype, prefix, suffix, sliding=reading.stride is not None)
-        with contextlib.closing(_encoded_chunks(files, backend, reading, stats, progress)) as chunks:
-            _cut_examples(_counted(chunks, per_file), writer, dataset_type, content, reading.step(content), reading.stride is not None)
+        writer = written["writer"] = _ExampleWriter(tmp, dtype, prefix, suffix, sliding=stride is not None)
+        with contextlib.closing(_encoded_chunks(files, backend, reading, stats, progress, process_count)) as chunks:
+            _cut_examples(_counted(chunks, per_file), writer, dataset_type, content, window_step(content, stride),
+                          stride is not None)
         writer.close()
         meta = {"dataset_type": dataset_type, "block_size": block_size, "dtype": np.dtype(dtype).name,
                 "num_examples": writer.count, "num_tokens": writer.num_tokens, "files": [str(f) for f in files],
                 "lines": stats.lines, "bytes": stats.bytes, "invalid_bytes_replaced": stats.invalid_bytes_replaced,
-                "rows_skipped": stats.rows_skipped, "prefix_tokens": len(prefix), "stride": reading.stride,
-                "window_step": reading.step(content), "encoding": reading.encoding,
+                "rows_skipped": stats.rows_skipped, "prefix_tokens": len(prefix), "stride": stride,
+                "window_step": window_step(content, stride), "encoding": reading.encoding,
                 "data_format": reading.data_format, "tokens_per_file": per_file.tolist(),
-                "text_column": reading.text_column, "dataset_split": reading.dataset_split}
+                "text_column": reading.text_column, "dataset_split": reading.split}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
     atomic.replace_folder(folder, write)
@@ -188,8 +162,6 @@ def _build(files, tokenizer, dataset_type, block_size, folder: Path, reading: Re
 
 
 def _source_size(f: Path) -> int:
-    from .containers import members
-
     return sum(m.stat().st_size for m in members(f))
 
 
@@ -343,11 +315,11 @@ def special_affixes(tokenizer) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError("cannot work out the tokenizer's special tokens: it encodes no probe text")
 
 
-def _text_chunks(files, reading: Reading, stats: CorpusStats):
+def _text_chunks(files, reading: CorpusReading, stats: CorpusStats):
     """(file index, texts, characters) for ~ENCODE_BATCH_CHARS of text at a time; a chunk never spans two files."""
     for index, path in enumerate(files):
         batch, size = [], 0
-        for text in reading.texts(path, stats):
+        for text in source_texts(path, reading, stats):
             batch.append(text)
             size += len(text)
             if size >= ENCODE_BATCH_CHARS:
@@ -387,7 +359,7 @@ def tokenizing_processes(wanted: int | None) -> int:
     """`process_count`, or the cores this process may use."""
     if wanted:
         return int(wanted)
-    return dist.usable_cores()
+    return host.usable_cores()
 
 
 AHEAD_PER_PROCESS = 2
@@ -395,7 +367,8 @@ AHEAD_PER_PROCESS = 2
 that memory stays a few MB per worker however slow the writing side is."""
 
 
-def _encoded_chunks(files, backend, reading: Reading, stats: CorpusStats, progress):
+def _encoded_chunks(files, backend, reading: CorpusReading, stats: CorpusStats, progress,
+                    process_count: int | None):
     """Encoded chunks of the corpus in corpus order. With more than one chunk and more than one process, chunks
     are tokenized in a pool of forked workers and taken back in order, so the features are the same whatever the
     count. Reading is paced by the taking back: at most AHEAD_PER_PROCESS chunks per worker are out at a time
@@ -404,11 +377,11 @@ def _encoded_chunks(files, backend, reading: Reading, stats: CorpusStats, progre
     the pool is ended on any exit."""
     chunks = _text_chunks(files, reading, stats)
     head = list(itertools.islice(chunks, 2))
-    processes = tokenizing_processes(reading.process_count)
+    processes = tokenizing_processes(process_count)
     progress.processes = processes if len(head) > 1 and processes > 1 else 1
     if progress.processes == 1:
         # process_count=1 means one core: the tokenizer's own thread pool would otherwise use them all.
-        with _tokenizer_threads(off=reading.process_count == 1):
+        with _tokenizer_threads(off=process_count == 1):
             for chunk in itertools.chain(head, chunks):
                 yield progress.seen_chunk(_encode_chunk(backend, chunk))
         return

@@ -9,6 +9,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .host import threads_per_process
+
 
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -27,17 +29,6 @@ def init(use_cuda: bool) -> None:
         # Left to interpreter teardown, the group's C++ threads can outlive it and abort the process
         # ("terminate called without an active exception", SIGABRT) after all work is done.
         atexit.register(shutdown)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def threads_per_process(local_processes: int) -> int:
-    """The one thread-count policy: the usable cores shared out between the processes of one machine (more
-    threads than cores per process makes every process slower)."""
-    return max(1, usable_cores() // max(1, local_processes))
 
 
 def set_threads(thread_count: int | None) -> None:

@@ -18,7 +18,8 @@ import torch
 from . import dist
 from .batches import collate
 from .data import Features
-from .objectives import Objective, to_device
+from .host import to_device
+from .objectives import Objective
 from .precision import Precision
 
 EVAL_SEED_SALT = 7919

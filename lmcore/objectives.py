@@ -202,12 +202,6 @@ class LanguageModelForTraining(torch.nn.Module):
         return token_loss_sum(logits, labels[scored], causal=False)
 
 
-def to_device(prepared: dict, device, non_blocking: bool = True) -> dict:
-    """A prepared batch's tensors on `device` (counts and seeds stay host numbers)."""
-    return {k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
-            for k, v in prepared.items()}
-
-
 class LanguageModelObjective:
     """MLM (`causal=False`) or CLM (`causal=True`) on a LanguageModelForTraining (an `Objective`): one term, the
     tokens it scores; `eval_sums` / `eval_metrics` add up over batches and processes into eval_loss and

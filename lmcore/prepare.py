@@ -1,10 +1,12 @@
 """Corpus preparation: raw corpus files -> a clean, de-duplicated train split and an eval split, with statistics.
 
 Each non-blank line is one document: a line of a text file, or a line of the text of a row of any other container
-(JSON Lines, CSV / TSV, Parquet, Arrow, saved or cached datasets; `lmcore.containers`). A document is normalised
-(Unicode NFC, surrounding whitespace removed) so that text which looks the same is byte-equal, and an exact repeat of an earlier document is dropped. The eval split
-is chosen by a hash of each document's text, not by its position or a random draw: the same document always lands
-on the same side, so a corpus that grows keeps its old eval documents and runs on it stay comparable.
+(JSON Lines, CSV / TSV, Parquet, Arrow, saved or cached datasets; `lmcore.containers`), read through
+`lmcore.corpus.source_rows`, the one rows generator training reads with too. A document is normalised (Unicode NFC,
+surrounding whitespace removed) so that text which looks the same is byte-equal, and an exact repeat of an earlier
+document is dropped. The eval split is chosen by a hash of each document's text, not by its position or a random
+draw: the same document always lands on the same side, so a corpus that grows keeps its old eval documents and runs
+on it stay comparable.
 
 Reading (files, directories, gzip, BOM, CRLF, invalid UTF-8, binary files, huge lines) is `lmcore.corpus`, so
 preparation accepts and rejects exactly what training does.
@@ -22,11 +24,12 @@ import logging
 import time
 import unicodedata
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
-from .corpus import MAX_SEGMENT, CorpusError, CorpusReading, CorpusStats, _segments, check_sources, iter_lines
+from .corpus import (MAX_SEGMENT, CorpusError, CorpusReading, CorpusStats, check_sources, kind_of, segments,
+                     source_rows)
 
 log = logging.getLogger(__name__)
 
@@ -124,18 +127,6 @@ class SourceFigures:
                 "length_p90": at(0.9), "length_p99": at(0.99), "length_max": len(self.histogram) - 1 if n else 0}
 
 
-def source_rows(source: Path, reading: CorpusReading, stats: CorpusStats) -> Iterator:
-    """The raw rows of one checked source: a text file's lines (blank ones included, a huge line in pieces), the
-    text column's values of any other container (None or a non-string where a row has no text)."""
-    from . import containers
-
-    if containers.kind_of(source, reading.data_format) == "text":
-        yield from iter_lines(source, reading.strict_utf8, stats, reading.encoding)
-        return
-    for batch in containers.rows(source, reading, stats):
-        yield from batch
-
-
 def write_splits(files: list[Path], eval_files: list[Path], eval_fraction: float, strict_utf8: bool, out: Path,
                  report: Callable[..., None] | None = None, reading: CorpusReading | None = None) -> dict:
     """Write `out/train.txt` and `out/eval.txt` from `files` (and `eval_files`, which then are the whole eval
@@ -147,8 +138,6 @@ def write_splits(files: list[Path], eval_files: list[Path], eval_fraction: float
     are documents like a text file's lines: a row holding several lines gives one document per line, as the same
     text in a text file would, so every container yields the same prepared corpus. `report(format, *args)`
     receives the progress lines (default: this module's logger)."""
-    from . import containers
-
     report = report or log.info
     reading = dataclasses.replace(reading or CorpusReading(), strict_utf8=strict_utf8)
     check_fraction(eval_fraction, bool(eval_files))
@@ -160,7 +149,7 @@ def write_splits(files: list[Path], eval_files: list[Path], eval_fraction: float
     with open(out / "train.txt", "w", encoding="utf-8") as train, open(out / "eval.txt", "w", encoding="utf-8") as ev:
         split = Splitter(None if eval_files else eval_fraction, train, ev)
         for source, to_eval in [(f, True) for f in eval_files] + [(f, None) for f in files]:
-            kind = containers.kind_of(source, reading.data_format)
+            kind = kind_of(source, reading.data_format)
             split.source = SourceFigures(source, kind, "eval" if to_eval else "train")
             figures.append(split.source)
             own, before = CorpusStats(), characters
@@ -212,7 +201,7 @@ def _add_row(split: Splitter, row, to_eval: bool | None) -> None:
     figures["characters"] += len(row)
     if "\n" in row or "\r" in row or len(row) > MAX_SEGMENT:
         for line in row.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
-            for piece in _segments(line):
+            for piece in segments(line):
                 split.add(piece, to_eval)
     else:
         split.add(row, to_eval)

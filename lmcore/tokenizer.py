@@ -24,6 +24,7 @@ from tokenizers import Tokenizer, normalizers
 
 from . import atomic
 from .args import LanguageModelingArgs
+from .containers import batched
 from .corpus import CorpusReading, CorpusStats, content_hash
 from .registry import ModelType
 
@@ -200,16 +201,9 @@ def _role_token_values(tok) -> set:
     return {str(getattr(tok, name)) for name in _ROLE_TOKENS if getattr(tok, name, None) is not None}
 
 
-def _batches(lines, size: int = 1000):
-    batch = []
-    for line in lines:
-        if line.strip():
-            batch.append(line)
-            if len(batch) == size:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
+def _batches(lines):
+    """The non-blank texts in lists, as the trainer takes them."""
+    return batched(line for line in lines if line.strip())
 
 
 def load_tokenizer(name_or_dir: str):

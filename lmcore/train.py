@@ -25,7 +25,8 @@ from .args import ArgsError, LanguageModelingArgs
 from .batches import collate, epoch_batches, split_by_length
 from .data import Features
 from .evaluate import batch_generator
-from .objectives import Objective, to_device
+from .host import to_device
+from .objectives import Objective
 from .precision import Precision
 from .progress import TrainingProgress
 

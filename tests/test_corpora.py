@@ -376,9 +376,9 @@ PEAK_RSS_SCRIPT = """
 import json, resource, sys
 import transformers as hf
 from lmcore.corpus import resolve_files
-from lmcore.data import Reading, load_features
+from lmcore.data import load_features
 tok = hf.AutoTokenizer.from_pretrained(sys.argv[2])
-f = load_features(resolve_files(sys.argv[1]), tok, "simple", 128, sys.argv[3], reading=Reading(process_count=2))
+f = load_features(resolve_files(sys.argv[1]), tok, "simple", 128, sys.argv[3], process_count=2)
 # VmHWM, not ru_maxrss: Linux carries the parent's (pytest's) peak over fork + exec into ru_maxrss.
 peak = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
 print(json.dumps({"tokens": f.num_tokens, "self": peak,

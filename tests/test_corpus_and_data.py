@@ -57,9 +57,9 @@ def test_gzip_bom_and_line_ends_are_handled(tmp_path):
 
 
 def test_crlf_split_across_read_chunks(tmp_path, monkeypatch):
-    import lmcore.corpus as corpus
+    import lmcore.containers as containers
 
-    monkeypatch.setattr(corpus, "READ_CHUNK", 4)
+    monkeypatch.setattr(containers, "READ_CHUNK", 4)
     f = tmp_path / "c.txt"
     f.write_bytes(b"abc\r\ndef\r\nghi\xc3\xa9\r\n")  # \r at a chunk end, é split across chunks
     assert lines_of(f) == ["abc", "def", "ghi\u00e9"]

@@ -122,7 +122,7 @@ def test_model_flops_are_counted_from_the_kernels_the_model_runs(corpus, tmp_pat
 
     from lmcore import hardware
     from lmcore.batches import collate
-    from lmcore.objectives import to_device
+    from lmcore.host import to_device
 
     model = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path), train_files=corpus["train"])
     model.train_model(corpus["train"], args={"max_steps": 1})

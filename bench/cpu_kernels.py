@@ -8,7 +8,7 @@ Attention: the bench's BERT-MLM and GPT-2-CLM (hidden 256, 4 layers, 4 heads, bl
 8000), one forward + backward per step on random token ids, in fp32 and (where the CPU has native bf16) under bf16
 autocast, with `attn_implementation` "sdpa" and "eager". Each (model, dtype, kernel) runs 2 warm-up steps and then
 `--steps` timed ones; the four kernels of a (model, dtype) are interleaved over `--rounds` rounds and the best
-round's mean step counts. lmcore.hardware.choose_attention's rule (SDPA in fp32, eager under bf16) should pick the
+round's mean step counts. lmcore.training.hardware.choose_attention's rule (SDPA in fp32, eager under bf16) should pick the
 faster of each pair. The ELECTRA figure is bench/electra_sampling.py's (a fresh process).
 """
 
@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_marked_section  # noqa: E402
-from lmcore import hardware  # noqa: E402
-from lmcore.precision import resolve as resolve_precision  # noqa: E402
+from lmcore.training import hardware  # noqa: E402
+from lmcore.training.precision import resolve as resolve_precision  # noqa: E402
 
 RESULTS_JSON = ROOT / "bench" / "cpu_kernels.json"
 BEGIN, END = "<!-- cpu_kernels: begin -->", "<!-- cpu_kernels: end -->"
@@ -111,7 +111,7 @@ def render(r: dict) -> str:
     out = [BEGIN, "## CPU kernel choices (bench/cpu_kernels.py)", "",
            f"Attention, one forward + backward of the bench's models (batch {BATCH} x block {BLOCK}, vocabulary "
            f"{VOCAB}), best of {r['rounds']} interleaved rounds of {r['steps']} steps; the engine's choice is "
-           "lmcore.hardware.choose_attention for that dtype.", "",
+           "lmcore.training.hardware.choose_attention for that dtype.", "",
            "| model | dtype | SDPA s/step | eager s/step | faster | engine chooses |", "|---|---|---|---|---|---|"]
     for a in r["attention"]:
         out.append(f"| {a['model']} | {a['dtype']} | {a['sdpa_s']:.3f} | {a['eager_s']:.3f} | {a['faster']} "

@@ -2,7 +2,7 @@
 
 The demo-size model (tasks/presets.py `demo`: BERT hidden 64, 2 layers, vocabulary 2000, block 64; ELECTRA with
 that shape as its discriminator) is pretrained from scratch with the engine on one of two corpora:
-  - `bundled`: the sample corpus's train.txt (lmcore/sample_corpus.py), what the demo trains on;
+  - `bundled`: the sample corpus's train.txt (lmcore/data/sample_corpus.py), what the demo trains on;
   - `domain`: the review snippets of the default task themselves, texts only (no labels), from its training and
     validation rows only (the hash split's test rows are never seen),
 at the demo's step count and 4x longer. Each model is then fine-tuned on the default task (Rotten Tomatoes

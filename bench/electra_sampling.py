@@ -5,7 +5,7 @@
 Discriminator hidden 768, 12 layers, 12 heads, FFN 3072; generator a quarter of its width (hidden 192, 3 heads,
 FFN 768, same depth); vocabulary 30,522; block 512, batch 8. One training step = the engine's prepare (masks on
 the host) + forward + backward through `ElectraObjective`, timed whole, with the replacement draw
-(`lmcore.electra.sample_tokens`: softmax, cumulative sum, one uniform per masked position) timed inside it. For
+(`lmcore.objectives.electra.sample_tokens`: softmax, cumulative sum, one uniform per masked position) timed inside it. For
 comparison, the draw this replaced: Gumbel noise for every (masked position x vocabulary) cell drawn on the host,
 then argmax over logits + noise, timed on the same shapes. Prints one JSON line.
 """
@@ -23,8 +23,10 @@ import transformers as hf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lmcore import electra, families, hardware, precision  # noqa: E402
-from lmcore.host import to_device  # noqa: E402
+from lmcore.models import families
+from lmcore.objectives import electra
+from lmcore.training import hardware, precision  # noqa: E402
+from lmcore.base.host import to_device  # noqa: E402
 
 VOCAB = 30522
 

@@ -108,8 +108,8 @@ def worker(ns) -> None:
     sys.path.insert(0, str(ROOT))
     import transformers as hf
 
-    from lmcore.corpus import CorpusReading, CorpusStats, resolve_files
-    from lmcore.data import load_features
+    from lmcore.data.corpus import CorpusReading, CorpusStats, resolve_files
+    from lmcore.data.features import load_features
 
     import importlib
 

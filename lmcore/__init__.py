@@ -13,14 +13,14 @@ import importlib
 
 _EXPORTS = {
     "LanguageModelingModel": ".model",
-    "LanguageModelingArgs": ".args",
+    "LanguageModelingArgs": ".models.args",
     "ClassificationModel": ".classification",
-    "ClassificationArgs": ".classification_args",
+    "ClassificationArgs": ".models.classification_args",
     "GenerationArgs": ".generate",
-    "ArgsError": ".args",
-    "CorpusError": ".corpus",
-    "ModelNotFoundError": ".hub",
-    "NonFiniteLossError": ".train",
+    "ArgsError": ".models.args",
+    "CorpusError": ".data.corpus",
+    "ModelNotFoundError": ".models.hub",
+    "NonFiniteLossError": ".training.train",
 }
 
 __all__ = list(_EXPORTS)

@@ -21,13 +21,13 @@ import logging
 import os
 import sys
 
-from .atomic import write_text
+from .base.atomic import write_text
 from .spec import RunSpec
 
 DEMO = {
     "model_type": "bert",
     "model_name": None,
-    "train_files": ["sample"],  # the sample corpus (lmcore.sample_corpus), written on first use
+    "train_files": ["sample"],  # the sample corpus (lmcore.data.sample_corpus), written on first use
     "eval_files": ["sample[eval]"],
     "output_dir": "outputs/demo-bert",
     "args": {"vocab_size": 8000, "max_seq_length": 128, "num_train_epochs": 3, "train_batch_size": 32,
@@ -51,14 +51,14 @@ OBJECTIVES = {
     "(mlm=false)", "roberta": "masked LM",
 }
 """What --help lists, written out so the help needs no torch or transformers import (a test holds it equal to
-lmcore.registry.MODEL_TYPES)."""
+lmcore.models.registry.MODEL_TYPES)."""
 
 
 def _help_epilog() -> str:
     types = "\n".join(f"  {name:<11} {what}" for name, what in OBJECTIVES.items())
     return (f"model types and their objectives:\n{types}\n\n"
             "examples:\n" + __doc__.split("\n\n")[1].rstrip() + "\n\n"
-            "settings: any LanguageModelingArgs field with --set FIELD=VALUE (lmcore/args.py documents each);\n"
+            "settings: any LanguageModelingArgs field with --set FIELD=VALUE (lmcore/models/args.py documents each);\n"
             "progress goes to stderr, quiet with --set silent=true.\n"
             "pipeline (Prefect + MLflow): python -m flows.pretrain --help; deployments and their parameters are in\n"
             "prefect.yaml and the README's Pipeline section.")
@@ -108,9 +108,10 @@ def parse(argv: list[str]) -> tuple[str, RunSpec]:
 
 
 def run(command: str, spec: RunSpec) -> dict:
-    from lmcore import LanguageModelingModel, dist
-    from lmcore.corpus import remember_file_hashes
-    from lmcore.tracking import tracker_from_environment
+    from lmcore import LanguageModelingModel
+    from lmcore.training import dist
+    from lmcore.data.corpus import remember_file_hashes
+    from lmcore.training.tracking import tracker_from_environment
 
     remember_file_hashes(spec.file_hashes)
     tracker = tracker_from_environment()  # rank 0 under MLFLOW_RUN_ID (set by the pipeline), else None

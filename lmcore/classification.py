@@ -1,6 +1,6 @@
 """`ClassificationModel`: the front door of sequence classification (Simple Transformers' API), built on the same
 rooms as `LanguageModelingModel`: model families (which part of a saved model is the encoder), the labelled
-feature layer (`lmcore.labelled`), one more objective (`lmcore.classify_objective`), the one training loop
+feature layer (`lmcore.data.labelled`), one more objective (`lmcore.objectives.classify`), the one training loop
 (`train.fit`), the evaluator, checkpoints and the precision rule.
 
     from lmcore import ClassificationModel, ClassificationArgs
@@ -21,20 +21,22 @@ import numpy as np
 import torch
 import transformers as hf
 
-from . import atomic, checkpoint, compat, console, dist, hardware, precision
-from .args import ArgsError
-from .classification_args import ClassificationArgs
-from .classify_objective import ClassificationObjective, SequenceClassifierForTraining, spearman
-from .evaluate import evaluate
-from .families import EncoderSource, apply_config_overrides, family_of, millions
-from .hub import from_pretrained
-from .labelled import LabelledRows, encode, infer_labels, label_ids, read_labelled
+from .base import atomic
+from .models import compat
+from .training import checkpoint, console, dist, hardware, precision
+from .models.args import ArgsError
+from .models.classification_args import ClassificationArgs
+from .objectives.classify import ClassificationObjective, SequenceClassifierForTraining, spearman
+from .training.evaluate import evaluate
+from .models.families import EncoderSource, apply_config_overrides, family_of, millions
+from .models.hub import from_pretrained
+from .data.labelled import LabelledRows, encode, infer_labels, label_ids, read_labelled
 from .model import (NOT_RESTORED, _check_local_rank, _seed_everything, _warn_unused, apply_args, quiet_engine,
                     report_evaluation, resume_state, run_tracker, training_details, training_result)
-from .registry import MODEL_TYPES, get_model_type
-from .tokenizer import add_special_tokens_list, load_tokenizer, padding_id
-from .tracking import NullTracker
-from .train import TrainSetup, fit, write_results
+from .models.registry import MODEL_TYPES, get_model_type
+from .data.tokenizer import add_special_tokens_list, load_tokenizer, padding_id
+from .training.tracking import NullTracker
+from .training.train import TrainSetup, fit, write_results
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class ClassificationModel:
     lmcore output or published checkpoint.
 
     Attributes, as in Simple Transformers: `model` (the Hugging Face *ForSequenceClassification module),
-    `tokenizer`, `args` (ClassificationArgs), `device`, `num_labels`; and `precision` (lmcore.precision.Precision).
+    `tokenizer`, `args` (ClassificationArgs), `device`, `num_labels`; and `precision` (lmcore.training.precision.Precision).
     """
 
     def __init__(self, model_type: str, model_name: str, num_labels: int | None = None, weight: list | None = None,

@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .classification_args import LABEL_COLUMNS
-from .electra import DISCRIMINATOR_DIR
+from .models.classification_args import LABEL_COLUMNS
+from .objectives.electra import DISCRIMINATOR_DIR
 
 PAIR_COLUMNS = ("text_a", "text_b")
 METRICS = ("accuracy", "f1", "mcc")

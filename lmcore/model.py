@@ -14,18 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import atomic, checkpoint, compat, console, dist, hardware, precision, tracking
-from .args import ArgsError, LanguageModelingArgs
-from .corpus import resolve_files
-from .data import features_for
-from .evaluate import evaluate
-from .electra import DISCRIMINATOR_DIR, GENERATOR_DIR
-from .families import family_of, requested_block
-from .registry import MODEL_TYPES, ModelType, get_model_type
-from .tokenizer import add_special_tokens_list, load_tokenizer, padding_id, train_tokenizer, train_tokenizer_into
-from .tracking import NullTracker
+from .base import atomic
+from .models import compat
+from .training import checkpoint, console, dist, hardware, precision, tracking
+from .models.args import ArgsError, LanguageModelingArgs
+from .data.corpus import resolve_files
+from .data.features import features_for
+from .training.evaluate import evaluate
+from .objectives.electra import DISCRIMINATOR_DIR, GENERATOR_DIR
+from .models.families import family_of, requested_block
+from .models.registry import MODEL_TYPES, ModelType, get_model_type
+from .data.tokenizer import add_special_tokens_list, load_tokenizer, padding_id, train_tokenizer, train_tokenizer_into
+from .training.tracking import NullTracker
 from .generate import GenerationArgs, generate_text
-from .train import TrainSetup, fit, write_results
+from .training.train import TrainSetup, fit, write_results
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +36,7 @@ class LanguageModelingModel:
     """A language model to train (from scratch or from a saved model) and evaluate.
 
     Attributes, as in Simple Transformers: `model` (the PyTorch module), `tokenizer`, `args`
-    (LanguageModelingArgs), `device`; and `precision` (lmcore.precision.Precision: what it computes in there).
+    (LanguageModelingArgs), `device`; and `precision` (lmcore.training.precision.Precision: what it computes in there).
     """
 
     def __init__(self, model_type: str, model_name: str | None, generator_name: str | None = None,

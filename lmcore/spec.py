@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .args import ArgsError
-from .atomic import write_text
+from .models.args import ArgsError
+from .base.atomic import write_text
 
 
 @dataclass
@@ -32,13 +32,13 @@ class RunSpec:
     """Evaluate on eval_files once training ends (False: eval_files serve evaluate_during_training only; the
     pipeline scores every model in its evaluate stage instead)."""
     file_hashes: dict = field(default_factory=dict)
-    """{path: [size, mtime_ns, sha256]} the launcher already computed (lmcore.corpus.known_file_hashes): the
+    """{path: [size, mtime_ns, sha256]} the launcher already computed (lmcore.data.corpus.known_file_hashes): the
     processes skip re-reading the corpus to hash it."""
 
     on_evaluation: dict | None = None
     """{"hook": "package.module:factory", "kwargs": {...}}: `factory(**kwargs)` (imported and called on the main
     process; the others share its answer) returns the callable `train_model` hands each evaluation to
-    (lmcore.train.TrainSetup): how a sweep reports a trial's evaluations and stops it when it is clearly behind."""
+    (lmcore.training.train.TrainSetup): how a sweep reports a trial's evaluations and stops it when it is clearly behind."""
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunSpec":

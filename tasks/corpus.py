@@ -1,11 +1,11 @@
 """The corpus stage. `prepare_corpus`: user corpus sources (text files, JSON Lines, CSV / TSV, Parquet, Arrow,
-saved datasets, dataset names in the local datasets cache) -> the engine's `lmcore.prepare` (normalise, drop
+saved datasets, dataset names in the local datasets cache) -> the engine's `lmcore.data.prepare` (normalise, drop
 repeated documents, hash-chosen eval split) into a content-addressed folder of plain text, with statistics per
 source. `describe_corpus`: those statistics with token counts as a table, on the MLflow parent run and as a Prefect
 artifact. `fingerprint_corpus`: what a corpus folder holds now, as one content hash (the nightly flow trains only
 when it changed).
 
-Each file is read for hashing once per process (`lmcore.corpus.content_hash` remembers it by path, size and
+Each file is read for hashing once per process (`lmcore.data.corpus.content_hash` remembers it by path, size and
 modification time), so the cache key, the fingerprint and the statistics share one read.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lmcore.atomic import replace_folder, write_text
-from lmcore.corpus import CorpusError, CorpusReading, content_hash, file_hash, resolve_files
-from lmcore.prepare import PREP_VERSION, check_fraction, write_splits
+from lmcore.base.atomic import replace_folder, write_text
+from lmcore.data.corpus import CorpusError, CorpusReading, content_hash, file_hash, resolve_files
+from lmcore.data.prepare import PREP_VERSION, check_fraction, write_splits
 
 from . import tracking
 from .common import content_cache, digest, logger, pipeline_home
@@ -119,7 +119,7 @@ and the length of its documents in characters."""
 
 def token_counts(prep: dict, tokenizer) -> list[int]:
     """Tokens (special tokens not counted) of each source's kept documents, in `prep["per_source"]` order. A
-    source's documents are one contiguous run of lines in train.txt and one in eval.txt (lmcore.prepare), so the
+    source's documents are one contiguous run of lines in train.txt and one in eval.txt (lmcore.data.prepare), so the
     prepared files are read once, in order, and each line's tokens go to the source whose run it falls in."""
     sources = prep["per_source"]
     counts = [0] * len(sources)
@@ -172,7 +172,7 @@ def describe_corpus(prep: dict, tokenizer: str | None = None, parent_run_id: str
         return []
     tokens = None
     if tokenizer:
-        from lmcore.tokenizer import fingerprint, load_tokenizer
+        from lmcore.data.tokenizer import fingerprint, load_tokenizer
 
         try:
             tok = load_tokenizer(tokenizer)
@@ -218,7 +218,7 @@ def screen_table(table) -> str:
 def tokenizer_key(prep: dict) -> str:
     """What a tokenizer trained on this prepared corpus depends on: the bytes of its train split. Two corpora that
     prepare into the same text (the same rows as .txt and as Parquet, say) share one tokenizer, trained once
-    (a second training would give the same files: lmcore.tokenizer.train_repeatably)."""
+    (a second training would give the same files: lmcore.data.tokenizer.train_repeatably)."""
     return prep.get("train_hash") or prep["key"]
 
 

@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 
 from lmcore import LanguageModelingArgs
-from lmcore.corpus import known_file_hashes
+from lmcore.data.corpus import known_file_hashes
 from lmcore.spec import RunSpec
 
 from . import tracking

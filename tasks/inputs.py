@@ -8,12 +8,13 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from lmcore import ArgsError, CorpusError, LanguageModelingArgs, sample_corpus
-from lmcore.corpus import resolve_files
-from lmcore.registry import MODEL_TYPES
+from lmcore import ArgsError, CorpusError, LanguageModelingArgs
+from lmcore.data import sample_corpus
+from lmcore.data.corpus import resolve_files
+from lmcore.models.registry import MODEL_TYPES
 
 ModelType = Literal[tuple(MODEL_TYPES)]
-"""The engine's model types (lmcore.registry): a deployment run with another is refused naming the choices."""
+"""The engine's model types (lmcore.models.registry): a deployment run with another is refused naming the choices."""
 
 PIPELINE_OWNED = ("output_dir", "tokenizer_name", "cache_dir", "overwrite_output_dir")
 """Settings the pipeline chooses itself (content-addressed folders); a value passed in args is ignored."""
@@ -87,7 +88,7 @@ def shape_problems(model_type: str, args: dict) -> list[str]:
     import torch
     import transformers as hf
 
-    from lmcore.registry import get_model_type
+    from lmcore.models.registry import get_model_type
 
     spec = get_model_type(model_type)
     vocab = {"vocab_size": args["vocab_size"]} if args.get("vocab_size") else {}

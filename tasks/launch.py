@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from pathlib import Path
 
-from lmcore.host import threads_per_process
+from lmcore.base.host import threads_per_process
 
 from . import tracking
 from .common import REPO, logger

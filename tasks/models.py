@@ -4,8 +4,8 @@ a pyfunc model with its Hugging Face folder as an artifact, since it has no pipe
 cannot be registered), and a registered version saved back as a folder the engine trains from.
 
 Requirements are given explicitly: inferring them makes MLflow import optional vision packages that are not
-installed. Which head a model type has and where the pair's halves live come from the engine (`lmcore.registry`,
-`lmcore.electra`), not from copies here.
+installed. Which head a model type has and where the pair's halves live come from the engine (`lmcore.models.registry`,
+`lmcore.objectives.electra`), not from copies here.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import shutil
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from lmcore.atomic import replace_folder
-from lmcore.electra import DISCRIMINATOR_DIR, GENERATOR_DIR
-from lmcore.registry import get_model_type
+from lmcore.base.atomic import replace_folder
+from lmcore.objectives.electra import DISCRIMINATOR_DIR, GENERATOR_DIR
+from lmcore.models.registry import get_model_type
 
 from . import tracking
 

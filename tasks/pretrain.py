@@ -11,7 +11,7 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lmcore.corpus import known_file_hashes
+from lmcore.data.corpus import known_file_hashes
 from lmcore.spec import RunSpec
 
 from . import tracking

@@ -12,7 +12,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from lmcore.electra import DISCRIMINATOR_DIR
+from lmcore.objectives.electra import DISCRIMINATOR_DIR
 
 from . import tracking
 from .common import logger, pipeline_home
@@ -123,7 +123,7 @@ def fetch_champion(champion: dict) -> dict:
         (name, version), = versions.items()
         folder = pipeline_home() / "registered" / f"{name}-v{version}"
         if not (folder / "config.json").exists():
-            from lmcore.atomic import replace_folder
+            from lmcore.base.atomic import replace_folder
 
             tracking.use_store()
             replace_folder(folder, lambda tmp: save_model_folder(f"models:/{name}/{version}", tmp))

@@ -65,7 +65,7 @@ def check_sweep(base: dict, space: dict, trials: int | None, method: str, object
 
 
 def _model_types(base: dict, space: dict) -> list[str]:
-    from lmcore.registry import MODEL_TYPES
+    from lmcore.models.registry import MODEL_TYPES
 
     swept = space.get("model_type") if isinstance(space, dict) else None
     types = list(swept) if isinstance(swept, list) else [base.get("model_type", "bert")]

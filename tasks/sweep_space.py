@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from lmcore import ArgsError, LanguageModelingArgs
-from lmcore.registry import MODEL_TYPES
+from lmcore.models.registry import MODEL_TYPES
 
 from .inputs import PIPELINE_OWNED
 

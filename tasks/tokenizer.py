@@ -12,10 +12,10 @@ from pathlib import Path
 from prefect import task
 
 from lmcore import LanguageModelingArgs
-from lmcore.atomic import replace_folder
-from lmcore.registry import get_model_type
-from lmcore.tokenizer import TRAINING_VERSION
-from lmcore.tokenizer import train_tokenizer as engine_train
+from lmcore.base.atomic import replace_folder
+from lmcore.models.registry import get_model_type
+from lmcore.data.tokenizer import TRAINING_VERSION
+from lmcore.data.tokenizer import train_tokenizer as engine_train
 
 from . import tracking
 from .common import content_cache, digest, logger, pipeline_home

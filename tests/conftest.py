@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmcore import sample_corpus
+from lmcore.data import sample_corpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SAMPLE = sample_corpus.ensure()
-"""The sample corpus's folder (train.txt, eval.txt), written on first use (lmcore.sample_corpus)."""
+"""The sample corpus's folder (train.txt, eval.txt), written on first use (lmcore.data.sample_corpus)."""
 
 TINY = {
     "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},

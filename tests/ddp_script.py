@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-from lmcore import LanguageModelingModel, dist
+from lmcore import LanguageModelingModel
+from lmcore.training import dist
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 spec = json.loads(open(sys.argv[1]).read())

@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-from lmcore import ClassificationModel, LanguageModelingModel, dist
+from lmcore import ClassificationModel, LanguageModelingModel
+from lmcore.training import dist
 
 spec = json.loads(open(sys.argv[1]).read())
 captured = {}

@@ -6,7 +6,8 @@ import json
 import os
 import sys
 
-from lmcore import LanguageModelingModel, dist
+from lmcore import LanguageModelingModel
+from lmcore.training import dist
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--local_rank", "--local-rank", type=int, default=-1)

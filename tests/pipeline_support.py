@@ -7,11 +7,11 @@ import os
 import socket
 from pathlib import Path
 
-from lmcore import sample_corpus
+from lmcore.data import sample_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = sample_corpus.ensure()
-"""The sample corpus's folder (train.txt, eval.txt), written on first use (lmcore.sample_corpus)."""
+"""The sample corpus's folder (train.txt, eval.txt), written on first use (lmcore.data.sample_corpus)."""
 ARTIFACTS = REPO / "test-artifacts"
 
 TINY = {"vocab_size": 500, "max_seq_length": 64, "train_batch_size": 8, "max_steps": 20, "learning_rate": 1e-3,

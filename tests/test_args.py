@@ -5,7 +5,7 @@ import os
 import pytest
 
 from lmcore import ArgsError, LanguageModelingArgs, LanguageModelingModel, ModelNotFoundError
-from lmcore.args import field_docs
+from lmcore.models.args import field_docs
 from tests.conftest import tiny_args
 
 
@@ -122,7 +122,7 @@ def test_args_round_trip_through_model_args_json(tmp_path):
 def test_mixed_precision_follows_the_hardware_on_cpu(monkeypatch, native, mode, expected):
     import torch
 
-    from lmcore import precision
+    from lmcore.training import precision
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
     resolved = precision.resolve(torch.device("cpu"), mode)

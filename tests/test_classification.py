@@ -116,8 +116,8 @@ def test_text_pairs_are_one_sequence_with_token_types(tmp_path, mlm_dir):
         [[a, b, 0] for a, b in zip(WARM, COLD)] + [[b, a, 0] for a, b in zip(WARM, COLD)]
     frame = pd.DataFrame(pairs * 2, columns=["text_a", "text_b", "labels"])
     model = ClassificationModel("bert", mlm_dir, args=fast(tmp_path, max_steps=5), use_cuda=False)
-    from lmcore.batches import collate
-    from lmcore.labelled import read_labelled
+    from lmcore.data.batches import collate
+    from lmcore.data.labelled import read_labelled
 
     rows = read_labelled(frame.head(1), model.args, "pairs")
     batch = collate(model._features(rows, np.array([1])), [0], 0)
@@ -154,7 +154,7 @@ def test_bad_input_is_refused_before_any_work_naming_the_input(tmp_path, mlm_dir
 
     messy = pd.DataFrame({"text": WARM + ["", None, 3.5, "   "], "labels": [1] * len(WARM) + [0, 0, 0, 0]})
     messy.loc[0, "labels"] = None
-    from lmcore.labelled import read_labelled
+    from lmcore.data.labelled import read_labelled
 
     assert len(read_labelled(messy, model.args, "train_df")) == len(WARM) - 1
     assert "train_df: skipped 5 of 10 rows (4 with empty or non-text text, 1 without a label in 'labels')" \

@@ -15,10 +15,10 @@ import pytest
 import transformers as hf
 
 from lmcore import CorpusError, LanguageModelingArgs, LanguageModelingModel
-from lmcore import data as data_module
-from lmcore.containers import DatasetRef
-from lmcore.corpus import content_hash, corpus_statistics, iter_corpus, resolve_files
-from lmcore.data import features_for
+from lmcore.data import features as data_module
+from lmcore.data.containers import DatasetRef
+from lmcore.data.corpus import content_hash, corpus_statistics, iter_corpus, resolve_files
+from lmcore.data.features import features_for
 from tests.conftest import sample_lines, tiny_args
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -375,8 +375,8 @@ def test_invalid_utf8_in_rows_is_replaced_and_counted_or_refused(tmp_path, token
 PEAK_RSS_SCRIPT = """
 import json, resource, sys
 import transformers as hf
-from lmcore.corpus import resolve_files
-from lmcore.data import load_features
+from lmcore.data.corpus import resolve_files
+from lmcore.data.features import load_features
 tok = hf.AutoTokenizer.from_pretrained(sys.argv[2])
 f = load_features(resolve_files(sys.argv[1]), tok, "simple", 128, sys.argv[3], process_count=2)
 # VmHWM, not ru_maxrss: Linux carries the parent's (pytest's) peak over fork + exec into ru_maxrss.

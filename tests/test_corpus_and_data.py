@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from lmcore import CorpusError, LanguageModelingModel
-from lmcore.corpus import MAX_SEGMENT, CorpusStats, iter_corpus, iter_lines, resolve_files
-from lmcore.batches import collate, epoch_batches
-from lmcore.data import load_features
+from lmcore.data.corpus import MAX_SEGMENT, CorpusStats, iter_corpus, iter_lines, resolve_files
+from lmcore.data.batches import collate, epoch_batches
+from lmcore.data.features import load_features
 from tests.conftest import sample_lines, tiny_args
 
 
@@ -57,7 +57,7 @@ def test_gzip_bom_and_line_ends_are_handled(tmp_path):
 
 
 def test_crlf_split_across_read_chunks(tmp_path, monkeypatch):
-    import lmcore.containers as containers
+    import lmcore.data.containers as containers
 
     monkeypatch.setattr(containers, "READ_CHUNK", 4)
     f = tmp_path / "c.txt"

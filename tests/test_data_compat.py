@@ -15,12 +15,12 @@ import torch
 import transformers as hf
 
 from lmcore import CorpusError, LanguageModelingArgs, LanguageModelingModel
-from lmcore.corpus import iter_lines, resolve_files
-from lmcore.batches import collate
-from lmcore.data import features_for
-from lmcore.evaluate import evaluate
-from lmcore.objectives import LanguageModelForTraining, LanguageModelObjective
-from lmcore.precision import Precision
+from lmcore.data.corpus import iter_lines, resolve_files
+from lmcore.data.batches import collate
+from lmcore.data.features import features_for
+from lmcore.training.evaluate import evaluate
+from lmcore.objectives.language import LanguageModelForTraining, LanguageModelObjective
+from lmcore.training.precision import Precision
 from tests.conftest import sample_lines, tiny_args
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -222,8 +222,8 @@ def test_mlm_sliding_evaluation_scores_each_position_at_most_once(tmp_path, bert
     assert 0.97 * distinct <= result["eval_tokens"] <= distinct
 
     # ELECTRA's discriminator scores the same positions: every distinct token once.
-    from lmcore.electra import ElectraObjective
-    from lmcore.families import ElectraPair
+    from lmcore.objectives.electra import ElectraObjective
+    from lmcore.models.families import ElectraPair
 
     small = dict(vocab_size=len(tok), embedding_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=1,
                  intermediate_size=32)

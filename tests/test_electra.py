@@ -11,7 +11,7 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Ele
                           ElectraForPreTraining)
 
 from lmcore import LanguageModelingModel
-from lmcore.electra import histogram_auc, replace_tokens
+from lmcore.objectives.electra import histogram_auc, replace_tokens
 from tests.conftest import sample_lines
 from tests.test_seed_examples import adapt, needs_pages, seed_examples, write_data
 

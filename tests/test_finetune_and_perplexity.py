@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, BertConfig, BertModel
 
 from lmcore import LanguageModelingModel
-from lmcore.data import load_features
-from lmcore.evaluate import EVAL_SEED_SALT, batch_generator
-from lmcore.objectives import mask_tokens, maskable, row_draws
+from lmcore.data.features import load_features
+from lmcore.training.evaluate import EVAL_SEED_SALT, batch_generator
+from lmcore.objectives.language import mask_tokens, maskable, row_draws
 from tests.conftest import sample_lines, tiny_args
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lmcore.checkpoint import find
+from lmcore.training.checkpoint import find
 from tests.conftest import sample_lines, tiny_args
 
 pytestmark = pytest.mark.slow

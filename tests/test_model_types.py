@@ -48,8 +48,8 @@ def test_from_scratch_trains_evaluates_and_reloads(model_type, corpus, tmp_path)
 def test_masked_only_head_gives_the_full_models_loss(model_type):
     """Training projects only masked positions onto the vocabulary; the loss must equal the full model's."""
 
-    from lmcore.objectives import LanguageModelForTraining, token_loss_sum
-    from lmcore.registry import get_model_type
+    from lmcore.objectives.language import LanguageModelForTraining, token_loss_sum
+    from lmcore.models.registry import get_model_type
 
     spec = get_model_type(model_type)
     sizes = TINY.get(model_type, {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -72,8 +72,8 @@ def test_masked_only_head_gives_the_full_models_loss(model_type):
 def test_chunked_causal_head_gives_the_full_models_loss_and_gradients(model_type):
     """Causal training scores the vocabulary a chunk of rows at a time with hand-computed gradients; loss and
     every parameter's gradient must equal plain transformers' (full logits, its own shifted loss)."""
-    from lmcore.objectives import LanguageModelForTraining
-    from lmcore.registry import get_model_type
+    from lmcore.objectives.language import LanguageModelForTraining
+    from lmcore.models.registry import get_model_type
 
     spec = get_model_type(model_type)
     torch.manual_seed(0)
@@ -100,7 +100,7 @@ def test_chunked_causal_head_gives_the_full_models_loss_and_gradients(model_type
 
 
 def test_chunked_linear_loss_with_bias_and_bf16_autocast():
-    from lmcore.objectives import linear_loss_sum
+    from lmcore.objectives.language import linear_loss_sum
 
     torch.manual_seed(0)
     head = torch.nn.Linear(24, 500)
@@ -124,7 +124,7 @@ def test_chunked_linear_loss_with_bias_and_bf16_autocast():
 
 def test_fused_gelu_swap_keeps_gpt2_outputs():
     """GPT-2's gelu_new is swapped for the one-kernel tanh GELU; the network's function must not change."""
-    from lmcore import hardware
+    from lmcore.training import hardware
 
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=300, n_embd=32, n_layer=2, n_head=2,
@@ -140,10 +140,10 @@ def test_families_and_objectives_meet_their_interfaces():
     """The front doors and the loop talk to families and objectives through `ModelFamily` and `Objective` only."""
     import inspect
 
-    from lmcore.classify_objective import ClassificationObjective
-    from lmcore.electra import ElectraObjective
-    from lmcore.families import FAMILIES, ModelFamily
-    from lmcore.objectives import LanguageModelObjective, Objective
+    from lmcore.objectives.classify import ClassificationObjective
+    from lmcore.objectives.electra import ElectraObjective
+    from lmcore.models.families import FAMILIES, ModelFamily
+    from lmcore.objectives.language import LanguageModelObjective, Objective
 
     for family in FAMILIES.values():
         assert isinstance(family, ModelFamily)

@@ -39,8 +39,8 @@ def test_a_saved_model_keeps_its_shape_and_gets_the_continuing_settings():
 @pytest.mark.parametrize("model_type", ["bert", "camembert", "distilbert", "electra", "gpt2", "longformer",
                                         "openai-gpt", "roberta"])
 def test_every_model_types_preset_shape_is_one_its_config_knows(model_type):
-    from lmcore.families import apply_config_overrides
-    from lmcore.registry import MODEL_TYPES
+    from lmcore.models.families import apply_config_overrides
+    from lmcore.models.registry import MODEL_TYPES
 
     for name in ("demo", "small", "base"):
         args = preset_args(name, model_type, from_saved=False)

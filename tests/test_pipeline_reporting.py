@@ -156,9 +156,9 @@ def test_engine_lines_reach_the_run_log_once_with_one_timestamp_at_their_level(t
     env = engine_env(1, None)
     assert env["LMCORE_LOG_FORMAT"] == ENGINE_LOG_FORMAT
     program = ("import logging, os; logging.basicConfig(level=20, format=os.environ['LMCORE_LOG_FORMAT']); "
-               "logging.getLogger('lmcore.train').info('step 10/150 | loss 3.2'); "
+               "logging.getLogger('lmcore.training.train').info('step 10/150 | loss 3.2'); "
                "logging.getLogger('lmcore.model').warning('a warning'); "
-               "print('2026-12-02 13:30:44,123 INFO lmcore.data: Features: 10 examples', flush=True)")
+               "print('2026-12-02 13:30:44,123 INFO lmcore.data.features: Features: 10 examples', flush=True)")
     seen = []
 
     class Keep(logging.Handler):
@@ -172,8 +172,8 @@ def test_engine_lines_reach_the_run_log_once_with_one_timestamp_at_their_level(t
         run_engine([sys.executable, "-c", program], env, "a fake engine")
     finally:
         logging.getLogger("pipeline").removeHandler(keep)
-    assert seen == [("INFO", "lmcore.train: step 10/150 | loss 3.2"), ("WARNING", "WARNING lmcore.model: a warning"),
-                    ("INFO", "lmcore.data: Features: 10 examples")]
+    assert seen == [("INFO", "lmcore.training.train: step 10/150 | loss 3.2"), ("WARNING", "WARNING lmcore.model: a warning"),
+                    ("INFO", "lmcore.data.features: Features: 10 examples")]
     # The engine's command line takes the format from the variable.
     root = logging.getLogger()
     handlers = root.handlers[:]
@@ -252,9 +252,9 @@ def test_counting_the_tokens_of_long_documents_logs_no_length_warning(env, tmp_p
     """A document longer than the model's block is normal in a corpus (it is cut into blocks later), so counting
     its tokens must not log transformers' "Token indices sequence length is longer ..." warning; its count is
     whole, and the library's other warnings still get through."""
-    from lmcore.args import LanguageModelingArgs
-    from lmcore.registry import get_model_type
-    from lmcore.tokenizer import train_tokenizer
+    from lmcore.models.args import LanguageModelingArgs
+    from lmcore.models.registry import get_model_type
+    from lmcore.data.tokenizer import train_tokenizer
     from tasks.corpus import prepare_corpus, token_counts
 
     lines = (SAMPLE / "train.txt").read_text().splitlines()[:400]

@@ -130,7 +130,7 @@ class _nothing:
 
 
 def test_mlflow_tracker_batches_every_step(env):
-    from lmcore.tracking import MLflowTracker, tracker_from_environment
+    from lmcore.training.tracking import MLflowTracker, tracker_from_environment
     from tasks import tracking
 
     run_id = tracking.start_run("t", "engine")
@@ -295,7 +295,7 @@ def test_from_scratch_is_a_parameter_of_the_flow():
 def test_model_type_facts_come_from_the_engine():
     import typing
 
-    from lmcore.registry import MODEL_TYPES
+    from lmcore.models.registry import MODEL_TYPES
     from tasks.inputs import ModelType
     from tasks.models import pipeline_task
 
@@ -307,7 +307,7 @@ def test_model_type_facts_come_from_the_engine():
 def test_engine_imports_neither_prefect_nor_mlflow():
     import subprocess
 
-    code = ("import sys, lmcore, lmcore.__main__, lmcore.prepare, lmcore.spec\n"
+    code = ("import sys, lmcore, lmcore.__main__, lmcore.data.prepare, lmcore.spec\n"
             "loaded = sorted(m for m in ('prefect', 'mlflow') if m in sys.modules)\n"
             "assert not loaded, loaded")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

@@ -5,7 +5,7 @@ import logging
 import pytest
 
 from lmcore import LanguageModelingModel
-from lmcore.tracking import ListTracker
+from lmcore.training.tracking import ListTracker
 from tests.conftest import tiny_args
 
 
@@ -57,8 +57,8 @@ class _Clock:
 def test_a_window_rate_counts_its_training_time_only_and_utilisation_uses_the_known_peak(monkeypatch):
     """A window with known work: 10 steps of 1,000 tokens (2,048 computed positions each, padding included) in
     2 s of training, with a 5 s checkpoint in the middle, on a machine whose peak is 1 TFLOP/s."""
-    from lmcore import hardware, progress as progress_module
-    from lmcore.precision import Precision
+    from lmcore.training import hardware, progress as progress_module
+    from lmcore.training.precision import Precision
 
     clock = _Clock()
     monkeypatch.setattr(progress_module.time, "perf_counter", clock)
@@ -82,8 +82,8 @@ def test_a_window_rate_counts_its_training_time_only_and_utilisation_uses_the_kn
 def test_utilisation_over_100_percent_remeasures_a_peak_taken_on_busy_cores(monkeypatch, caplog):
     import torch
 
-    from lmcore import hardware, progress as progress_module
-    from lmcore.precision import Precision
+    from lmcore.training import hardware, progress as progress_module
+    from lmcore.training.precision import Precision
 
     clock = _Clock()
     monkeypatch.setattr(progress_module.time, "perf_counter", clock)
@@ -107,7 +107,7 @@ def test_measuring_the_matmul_peak_leaves_the_random_state_alone():
     there would change every later dropout mask of a resumed run."""
     import torch
 
-    from lmcore.hardware import matmul_peak_flops
+    from lmcore.training.hardware import matmul_peak_flops
 
     matmul_peak_flops.cache_clear()
     before = torch.get_rng_state()
@@ -120,9 +120,9 @@ def test_model_flops_are_counted_from_the_kernels_the_model_runs(corpus, tmp_pat
     the masked-LM vocabulary projection only at the masked share of positions."""
     import torch
 
-    from lmcore import hardware
-    from lmcore.batches import collate
-    from lmcore.host import to_device
+    from lmcore.training import hardware
+    from lmcore.data.batches import collate
+    from lmcore.base.host import to_device
 
     model = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path), train_files=corpus["train"])
     model.train_model(corpus["train"], args={"max_steps": 1})
@@ -145,7 +145,7 @@ def test_attention_kernel_follows_the_compute_dtype_and_the_cpu(corpus, tmp_path
     bf16 = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="bf16"),
                                  train_files=corpus["train"])
     # In fp32 the rule depends on the CPU's vector width (bench/cpu_kernels.py): eager with AVX-512, SDPA with AVX2.
-    from lmcore import hardware
+    from lmcore.training import hardware
 
     wide = hardware.cpu_vector_width().startswith("AVX512")
     assert (fp32.attention, bf16.attention) == ("eager" if wide else "sdpa", "eager")

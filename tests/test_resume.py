@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmcore import LanguageModelingModel, NonFiniteLossError
-from lmcore.checkpoint import find
+from lmcore.training.checkpoint import find
 from tests.conftest import sample_lines, tiny_args
 from tests.test_electra import electra_args
 

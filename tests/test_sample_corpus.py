@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lmcore import CorpusError, sample_corpus
-from lmcore.corpus import resolve_files
+from lmcore import CorpusError
+from lmcore.data import sample_corpus
+from lmcore.data.corpus import resolve_files
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,10 @@ import pytest
 import torch
 import transformers
 
-from lmcore import ArgsError, LanguageModelingArgs, LanguageModelingModel, compat, optim
-from lmcore.args import field_names
+from lmcore import ArgsError, LanguageModelingArgs, LanguageModelingModel
+from lmcore.models import compat
+from lmcore.training import optim
+from lmcore.models.args import field_names
 from tests.conftest import tiny_args
 
 
@@ -62,7 +64,7 @@ def test_inert_settings_warn_once_each_and_are_silent_at_their_defaults(caplog):
     warned = set()
     assert compat.warn_inert(LanguageModelingArgs(), warned) == []
     args = LanguageModelingArgs(**{name: other_value(name) for name in compat.INERT})
-    with caplog.at_level(logging.WARNING, logger="lmcore.compat"):
+    with caplog.at_level(logging.WARNING, logger="lmcore.models.compat"):
         first = compat.warn_inert(args, warned)
         second = compat.warn_inert(args, warned)
     assert sorted(first) == sorted(compat.INERT) and second == []
@@ -88,7 +90,7 @@ def test_their_default_dataset_type_none_means_simple():
 
 
 def test_fp16_false_means_full_fp32_and_a_contradiction_is_reported():
-    from lmcore import precision
+    from lmcore.training import precision
 
     assert precision.mode_of(LanguageModelingArgs(fp16=False)) == "no"
     assert precision.mode_of(LanguageModelingArgs()) == "auto"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lmcore import ArgsError, LanguageModelingModel
-from lmcore.checkpoint import find, load_state
+from lmcore.training.checkpoint import find, load_state
 from tests.conftest import tiny_args
 
 

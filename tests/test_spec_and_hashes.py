@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from lmcore import ArgsError, corpus
+from lmcore import ArgsError
+from lmcore.data import corpus
 from lmcore.__main__ import parse
 from lmcore.spec import RunSpec
 
@@ -64,7 +65,7 @@ def test_help_answers_fast_without_torch_and_lists_every_model_type_with_its_obj
     import time
 
     from lmcore.__main__ import OBJECTIVES
-    from lmcore.registry import MODEL_TYPES
+    from lmcore.models.registry import MODEL_TYPES
 
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-X", "importtime", "-m", "lmcore", "--help"], capture_output=True,

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from lmcore.args import LanguageModelingArgs
-from lmcore.tracking import (FanoutTracker, ListTracker, NullTracker, TensorBoardMissingError, TensorBoardTracker,
+from lmcore.models.args import LanguageModelingArgs
+from lmcore.training.tracking import (FanoutTracker, ListTracker, NullTracker, TensorBoardMissingError, TensorBoardTracker,
                              tracker_for)
 
 STEPS = [(1, {"train/loss": 5.5, "train/lr": 1e-3, "note": "text is skipped"}),

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmcore import LanguageModelingModel, hardware, train
+from lmcore import LanguageModelingModel
+from lmcore.training import hardware, train
 from lmcore import model as model_module
 from tests.conftest import sample_lines, tiny_args
 from tests.test_electra import electra_args
@@ -120,7 +121,7 @@ def test_a_non_finite_step_inside_a_logging_window_is_skipped_and_named(tmp_path
     """Step 3 of 10 produces a NaN loss: nothing is stepped with it (fused AdamW skips it on the device), the
     next sync point (the checkpoint due at step 4) stops training naming step 3, and no later checkpoint exists."""
     from lmcore import NonFiniteLossError
-    from lmcore.objectives import LanguageModelObjective
+    from lmcore.objectives.language import LanguageModelObjective
 
     args = tiny_args("bert", tmp_path, max_steps=10, logging_steps=10, save_steps=2, mixed_precision="no")
     model = LanguageModelingModel("bert", None, args=args, train_files=str(lines))
@@ -149,7 +150,7 @@ def test_a_non_finite_step_inside_a_logging_window_is_skipped_and_named(tmp_path
 def test_a_batch_is_cut_into_chunks_of_similar_length_only_where_that_saves_padding():
     import numpy as np
 
-    from lmcore.batches import split_by_length
+    from lmcore.data.batches import split_by_length
 
     lengths = np.array([20] * 31 + [128])  # review snippets and one plot summary
     chunks = split_by_length(lengths, range(32))
@@ -165,7 +166,8 @@ def test_cutting_a_step_by_length_leaves_its_gradient_as_it_was(tmp_path, monkey
     (every example weighs the same in the step's loss however the step is cut)."""
     import pandas as pd
 
-    from lmcore import ClassificationModel, batches
+    from lmcore import ClassificationModel
+    from lmcore.data import batches
 
     texts = [" ".join(sample_lines("train.txt", 40)[i].split()[:4]) for i in range(30)]
     texts += [" ".join(" ".join(sample_lines("train.txt", 60)[40:]).split()[:60])] * 2

@@ -8,9 +8,9 @@ import json
 import pytest
 import transformers as hf
 
-from lmcore.args import LanguageModelingArgs
-from lmcore.registry import get_model_type
-from lmcore.tokenizer import add_special_tokens_list, load_tokenizer, train_tokenizer, train_tokenizer_into
+from lmcore.models.args import LanguageModelingArgs
+from lmcore.models.registry import get_model_type
+from lmcore.data.tokenizer import add_special_tokens_list, load_tokenizer, train_tokenizer, train_tokenizer_into
 
 PROBE = "Café 北京\x07x"
 LINES = ["Café au lait in 北京 costs more", "the café near the station", "北京 and 上海 are cities",

@@ -2,7 +2,7 @@
 
 Each training gets its own cache folder, so the content-keyed cache cannot hand the first result to the second.
 The tokenizers trainer numbers WordPiece's "##x" pieces (and a suffixed BPE's "x</w>") in the order of an internal
-hash table that changes from one table to the next, even within one process: without lmcore.tokenizer's fix these
+hash table that changes from one table to the next, even within one process: without lmcore.data.tokenizer's fix these
 tests see other ids, and at larger vocabularies other tokens.
 """
 
@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import sample_lines
 from lmcore import LanguageModelingModel
-from lmcore.args import LanguageModelingArgs
-from lmcore.registry import get_model_type
-from lmcore.tokenizer import train_tokenizer
+from lmcore.models.args import LanguageModelingArgs
+from lmcore.models.registry import get_model_type
+from lmcore.data.tokenizer import train_tokenizer
 
 PROBE = ["The function returns a new list of the items, sorted by their keys.",
          "Unlike ##this line, raise an exception</w> if the object is not callable."]

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from lmcore.precision import Precision
-from lmcore.train import Stepper, train_step
+from lmcore.training.precision import Precision
+from lmcore.training.train import Stepper, train_step
 
 
 class Sum:

@@ -7,7 +7,7 @@
     python bench/peers/lmcore_run.py padding --tokenizer DIR --corpus F --cache DIR
 
 Everything goes through the engine's public front door (LanguageModelingModel) except `prepare` and `padding`,
-which call the feature cache (lmcore.data) directly to time it alone. Each job prints one BENCH_RESULT line.
+which call the feature cache (lmcore.data.features) directly to time it alone. Each job prints one BENCH_RESULT line.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def _eval(lm, eval_file: str) -> dict:
 def cmd_eval(ns) -> dict:
     """Evaluation tokens/s: the features are built by a first call, then the best of three timed calls (cache
     hit; best of, as training takes the best of its rounds: this machine is shared and noisy)."""
-    from lmcore.data import load_features
-    from lmcore.tokenizer import load_tokenizer
+    from lmcore.data.features import load_features
+    from lmcore.data.tokenizer import load_tokenizer
 
     lm = build(ns.setup, ns)
     _eval(lm, ns.corpus)
@@ -103,8 +103,8 @@ def cmd_prepare(ns) -> dict:
     """Corpus -> features through the cache, as train_model does it: tokenizer load + content hash + build (or
     cache hit). `reprocess` forces the build."""
     start = time.perf_counter()
-    from lmcore.data import load_features
-    from lmcore.tokenizer import load_tokenizer
+    from lmcore.data.features import load_features
+    from lmcore.data.tokenizer import load_tokenizer
 
     imported = time.perf_counter()
     tok = load_tokenizer(ns.tokenizer)
@@ -119,9 +119,9 @@ def cmd_padding(ns) -> dict:
     padding of shuffled batches (what a DataCollatorWithPadding over a shuffled DataLoader does)."""
     import numpy as np
 
-    from lmcore.batches import collate, epoch_batches
-    from lmcore.data import load_features
-    from lmcore.tokenizer import load_tokenizer, padding_id
+    from lmcore.data.batches import collate, epoch_batches
+    from lmcore.data.features import load_features
+    from lmcore.data.tokenizer import load_tokenizer, padding_id
 
     tok = load_tokenizer(ns.tokenizer)
     features = load_features([Path(ns.corpus)], tok, "line_by_line", BLOCK, ns.cache)

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import atomic
+from ..base import atomic
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .args import ArgsError, LanguageModelingArgs
+from ..models.args import ArgsError, LanguageModelingArgs
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .args import ArgsError
-from .classification_args import LABEL_COLUMNS
+from ..models.args import ArgsError
+from ..models.classification_args import LABEL_COLUMNS
 from .corpus import CorpusReading, CorpusStats, resolve_files
-from .data import Features, clean_backend
+from .features import Features, clean_backend
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ class ModelType:
     """(model, hidden (N, H)) -> logits (N, V): the MLM head alone, so training scores only the masked positions
     (about 15% of them) instead of projecting every position onto the whole vocabulary."""
     family: str = "single"
-    """How the type is built, trained and saved (lmcore.families): "single" (one Hugging Face model) or
+    """How the type is built, trained and saved (lmcore.models.families): "single" (one Hugging Face model) or
     "electra" (the generator + discriminator pair)."""
     classifier_cls: type | None = None
     """Model class with a sequence-classification head (ClassificationModel)."""

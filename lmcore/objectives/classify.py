@@ -39,7 +39,7 @@ class SequenceClassifierForTraining(torch.nn.Module):
 
 class ClassificationObjective:
     """Cross-entropy over K classes (optionally class-weighted), or squared error (`regression`): an `Objective`
-    (lmcore.objectives) with one term, the examples."""
+    (lmcore.objectives.language) with one term, the examples."""
 
     terms = ("examples",)
 

@@ -4,7 +4,7 @@ BOM dropped, CRLF and lone CR as line ends, invalid bytes replaced and counted o
 line over MAX_SEGMENT characters cut at whitespace), JSON Lines, CSV / TSV, Parquet, Arrow, folders written by
 `Dataset.save_to_disk` / `DatasetDict.save_to_disk`, and dataset names in the local `datasets` cache. `batched` is
 the data layer's one batching helper; `CorpusError` and `CorpusStats` live here because the readers raise and fill
-them (`lmcore.corpus` gives them under its own name too).
+them (`lmcore.data.corpus` gives them under its own name too).
 
 Every container is read as a stream of rows, one text column at a time, with memory bounded by one batch:
 Parquet through `pyarrow.parquet.ParquetFile.iter_batches` (buffered reads of the one column), Arrow files and

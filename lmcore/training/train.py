@@ -20,13 +20,14 @@ from typing import Callable
 
 import torch
 
-from . import atomic, checkpoint, dist, hardware, optim
-from .args import ArgsError, LanguageModelingArgs
-from .batches import collate, epoch_batches, split_by_length
-from .data import Features
+from . import checkpoint, dist, hardware, optim
+from ..base import atomic
+from ..models.args import ArgsError, LanguageModelingArgs
+from ..data.batches import collate, epoch_batches, split_by_length
+from ..data.features import Features
 from .evaluate import batch_generator
-from .host import to_device
-from .objectives import Objective
+from ..base.host import to_device
+from ..objectives.language import Objective
 from .precision import Precision
 from .progress import TrainingProgress
 

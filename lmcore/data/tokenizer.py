@@ -22,11 +22,11 @@ from pathlib import Path
 import transformers as hf
 from tokenizers import Tokenizer, normalizers
 
-from . import atomic
-from .args import LanguageModelingArgs
+from ..base import atomic
+from ..models.args import LanguageModelingArgs
 from .containers import batched
 from .corpus import CorpusReading, CorpusStats, content_hash
-from .registry import ModelType
+from ..models.registry import ModelType
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def _batches(lines):
 
 def load_tokenizer(name_or_dir: str):
     """A fast tokenizer from a directory (or a hub name that is in the local cache)."""
-    from .hub import from_pretrained
+    from ..models.hub import from_pretrained
 
     tok = from_pretrained(hf.AutoTokenizer, name_or_dir, what="tokenizer")
     if not getattr(tok, "is_fast", False):

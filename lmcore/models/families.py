@@ -17,13 +17,13 @@ import torch
 import torch.nn.functional as F
 import transformers as hf
 
-from . import checkpoint
+from ..training import checkpoint
 from .args import ArgsError, LanguageModelingArgs
-from .electra import (DISCRIMINATOR_DIR, GENERATOR_DIR, ElectraObjective, replace_tokens, sample_tokens)
+from ..objectives.electra import DISCRIMINATOR_DIR, GENERATOR_DIR, ElectraObjective, replace_tokens, sample_tokens
 from .hub import from_pretrained
-from .objectives import IGNORE, LanguageModelForTraining, LanguageModelObjective, Objective
+from ..objectives.language import IGNORE, LanguageModelForTraining, LanguageModelObjective, Objective
 from .registry import ModelType, electra_generator_head
-from .tokenizer import load_tokenizer
+from ..data.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 

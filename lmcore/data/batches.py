@@ -1,4 +1,4 @@
-"""The batches drawn from tokenized examples (lmcore.data.Features): each epoch's order, a step's micro-batches
+"""The batches drawn from tokenized examples (lmcore.data.features.Features): each epoch's order, a step's micro-batches
 cut into chunks of similar length, and the padded tensors of a batch.
 
 Data order is a pure function of (seed, epoch): resume needs only the position, and every rank derives its shard.
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-from .data import Features
+from .features import Features
 
 
 def epoch_batches(features: Features, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,

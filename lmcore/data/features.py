@@ -1,11 +1,11 @@
-"""Corpus -> tokenized examples on disk, memory-mapped, cached by content (the batches drawn from them: lmcore.batches).
+"""Corpus -> tokenized examples on disk, memory-mapped, cached by content (the batches drawn from them: lmcore.data.batches).
 
 On-disk format (one folder per corpus × tokenizer × settings, under `cache_dir/features/<key>/`): `tokens.bin`, all
 examples' token ids back to back (uint16 when the vocabulary fits, else int32), `offsets.bin` (int64, n + 1 example
 boundaries), with sliding windows `score_from.bin` (int64, per example the leading content tokens an earlier window
 already scored), and `meta.json`. Flat files + offsets serve all three dataset types, slice in O(1) with no copy,
 and keep memory flat however large the corpus: every source (text, JSON Lines, CSV, Parquet, Arrow, datasets: see
-`lmcore.corpus`) is checked, then streamed through in ~1 MB chunks of text, tokenized in worker processes when there
+`lmcore.data.corpus`) is checked, then streamed through in ~1 MB chunks of text, tokenized in worker processes when there
 are several, and the examples and their offsets are written as they come; nothing is held whole. The folder is
 written under a temporary name and renamed, so a half-written cache is never found.
 """
@@ -28,7 +28,7 @@ import numpy as np
 import tokenizers
 import torch
 
-from . import atomic, host
+from ..base import atomic, host
 from .corpus import CorpusReading, CorpusStats, check_sources, content_hash, members, source_texts
 from .tokenizer import fingerprint
 
@@ -45,7 +45,7 @@ class Features:
 
     `score_from` (sliding windows only): per example, how many of its leading content tokens (after the
     `meta["prefix_tokens"]` special tokens) are context an earlier window already scored.
-    `labels` (labelled examples, lmcore.labelled): per example its class id (int64) or target (float32).
+    `labels` (labelled examples, lmcore.data.labelled): per example its class id (int64) or target (float32).
     `second_from` (text pairs): per example, the position where its second segment starts (its length when the
     tokenizer gives both segments one type id), so token_type_ids need no storage of their own."""
 

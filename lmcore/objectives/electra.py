@@ -1,6 +1,6 @@
 """The ELECTRA objective: a small generator fills masked positions, a discriminator spots which tokens were
 replaced. Pure functions over tensors, and the objective that combines them; the pair module itself, and how it
-is built, loaded and saved, is the ELECTRA family in `lmcore.families`.
+is built, loaded and saved, is the ELECTRA family in `lmcore.models.families`.
 
 Shapes: B = batch, T = tokens, V = vocabulary, N = masked positions in the batch.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .objectives import IGNORE, draws_for, mask_tokens, maskable
+from .language import IGNORE, draws_for, mask_tokens, maskable
 
 GENERATOR_DIR, DISCRIMINATOR_DIR = "generator_model", "discriminator_model"
 AUC_BINS = 200
@@ -52,7 +52,7 @@ def discriminator_loss_sum(logits: torch.Tensor, labels: torch.Tensor, scored: t
 
 
 class ElectraObjective:
-    """The ELECTRA `Objective` (lmcore.objectives), masking exactly as MLM does (`draws_for`, `mask_tokens`).
+    """The ELECTRA `Objective` (lmcore.objectives.language), masking exactly as MLM does (`draws_for`, `mask_tokens`).
     loss = generator MLM loss + `weight` × discriminator loss (weight 50 in the paper: the per-token binary
     loss is far smaller than the generator's). Evaluation reports the two models apart: the generator's
     token-weighted perplexity over masked positions, and the discriminator's accuracy, precision, recall, F1 and

@@ -4,7 +4,7 @@ texts -> token blocks). Imports `containers` and `sample_corpus`, never `data` o
 
 A source is a text file (plain or gzip), a JSON Lines, CSV / TSV, Parquet or Arrow file, a folder written by
 `Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or a dataset name in the local `datasets` cache (all read
-into rows by `lmcore.containers`), or the reserved value "sample" (`lmcore.sample_corpus`, made on first use).
+into rows by `lmcore.data.containers`), or the reserved value "sample" (`lmcore.data.sample_corpus`, made on first use).
 `resolve_files` turns what a user passes (a file, a directory, a dataset name, a list of these) into sorted
 sources and checks each one cheaply (exists, readable, not empty, not whitespace only, not binary; a Parquet
 footer or Arrow header that opens). `iter_corpus` then checks every source against the settings
@@ -93,7 +93,7 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
     the files' codec, when not UTF-8 (UTF-16 and UTF-32 text is full of NUL bytes and is not binary). A path that
     does not exist may name a dataset in the `datasets` cache under `dataset_cache_dir` (None: its default),
     optionally with a split, `NAME[SPLIT]`; it comes back as a `DatasetRef`. "sample" ("sample[eval]"): the sample
-    corpus's train (held-out) file, written on first use (lmcore.sample_corpus). A folder written by save_to_disk is
+    corpus's train (held-out) file, written on first use (lmcore.data.sample_corpus). A folder written by save_to_disk is
     one source; any other folder gives its files (sorted, hidden ones skipped)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -271,7 +271,7 @@ def corpus_statistics(files: list[Path], reading=None) -> list[dict]:
     per non-empty row for the duplicate count, a fixed histogram for the lengths. Plain values, ready for
     `pandas.DataFrame(...)`."""
     if isinstance(reading, dict):
-        from .args import LanguageModelingArgs
+        from ..models.args import LanguageModelingArgs
 
         reading = LanguageModelingArgs.from_any(reading)
     if not isinstance(reading, CorpusReading):

@@ -1,6 +1,6 @@
 """What the hardware runs fast, decided once: attention kernel, fused activations; and what it can do (measured
 matmul peak, FLOPs a model executes), the figures behind the utilisation the progress lines show. The compute dtype
-itself is `lmcore.precision`'s.
+itself is `lmcore.training.precision`'s.
 
 Measured on 2-core CPUs with the bench model (BERT, hidden 256, 4 layers, block 128, batch 32; bench/RESULTS.md):
 attention by dtype and vector width (`choose_attention`); fused AdamW a few % faster; GPT-2's `gelu_new` as one

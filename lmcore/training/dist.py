@@ -9,7 +9,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from .host import threads_per_process
+from ..base.host import threads_per_process
 
 
 def launched_by_torchrun() -> bool:

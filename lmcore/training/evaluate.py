@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from . import dist
-from .batches import collate
-from .data import Features
-from .host import to_device
-from .objectives import Objective
+from ..data.batches import collate
+from ..data.features import Features
+from ..base.host import to_device
+from ..objectives.language import Objective
 from .precision import Precision
 
 EVAL_SEED_SALT = 7919

@@ -4,7 +4,7 @@ The settings a classification run shares with a language-modeling run (optimizer
 evaluating, precision: Simple Transformers' `ModelArgs`, plus a few of lmcore's own) are the very fields of
 `LanguageModelingArgs`, taken from there with their defaults and docstrings; `ClassificationFields` below adds
 what only classification has. Every name of Simple Transformers' ClassificationArgs is accepted; what each does
-here (honoured, inert with one warning, refused with the reason) is listed in `lmcore.compat`
+here (honoured, inert with one warning, refused with the reason) is listed in `lmcore.models.compat`
 (CLASSIFICATION_INERT, CLASSIFICATION_REFUSED).
 """
 
@@ -113,4 +113,4 @@ def _shared_field_specs() -> list[tuple]:
 ClassificationArgs = dataclasses.make_dataclass(
     "ClassificationArgs", _shared_field_specs(), bases=(ClassificationFields,),
     namespace={"__doc__": "Every setting of a ClassificationModel: Simple Transformers' ClassificationArgs names "
-                          "(see lmcore.classification_args).", "__module__": __name__})
+                          "(see lmcore.models.classification_args).", "__module__": __name__})

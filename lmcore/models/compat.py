@@ -3,7 +3,7 @@
 Simple Transformers 0.70.8's `LanguageModelingArgs` has 115 fields. Every one is a field of ours, so scripts, args
 dicts and saved `model_args.json` files load. A name is:
 
-- honoured: it does what the user expects (see its docstring in `lmcore.args`);
+- honoured: it does what the user expects (see its docstring in `lmcore.models.args`);
 - inert: it has no effect here and cannot change the result (worker counts of a data loader we do not use, a
   tracker we do not ship); silent at its default, one warning naming it and the reason otherwise;
 - refused: a feature not provided here whose absence would change the result (adapters, quantization, retrieval);
@@ -54,7 +54,7 @@ INERT = {
     "wandb_kwargs": "runs are tracked in MLflow (the pipeline) or TensorBoard (tensorboard_dir), not "
                     "Weights & Biases",
     "tokenizer_type": "the tokenizer class follows model_type, or the saved tokenizer's own configuration",
-    "trust_remote_code": "only the model types in lmcore.registry are built; no code from a model repository runs",
+    "trust_remote_code": "only the model types in lmcore.models.registry are built; no code from a model repository runs",
 }
 
 REFUSED = {

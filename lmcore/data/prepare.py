@@ -1,18 +1,18 @@
 """Corpus preparation: raw corpus files -> a clean, de-duplicated train split and an eval split, with statistics.
 
 Each non-blank line is one document: a line of a text file, or a line of the text of a row of any other container
-(JSON Lines, CSV / TSV, Parquet, Arrow, saved or cached datasets; `lmcore.containers`), read through
-`lmcore.corpus.source_rows`, the one rows generator training reads with too. A document is normalised (Unicode NFC,
+(JSON Lines, CSV / TSV, Parquet, Arrow, saved or cached datasets; `lmcore.data.containers`), read through
+`lmcore.data.corpus.source_rows`, the one rows generator training reads with too. A document is normalised (Unicode NFC,
 surrounding whitespace removed) so that text which looks the same is byte-equal, and an exact repeat of an earlier
 document is dropped. The eval split is chosen by a hash of each document's text, not by its position or a random
 draw: the same document always lands on the same side, so a corpus that grows keeps its old eval documents and runs
 on it stay comparable.
 
-Reading (files, directories, gzip, BOM, CRLF, invalid UTF-8, binary files, huge lines) is `lmcore.corpus`, so
+Reading (files, directories, gzip, BOM, CRLF, invalid UTF-8, binary files, huge lines) is `lmcore.data.corpus`, so
 preparation accepts and rejects exactly what training does.
 
-    from lmcore.corpus import resolve_files
-    from lmcore.prepare import write_splits
+    from lmcore.data.corpus import resolve_files
+    from lmcore.data.prepare import write_splits
     stats = write_splits(resolve_files("data/"), [], 0.05, False, Path("prepared"))   # prepared/train.txt, eval.txt
 """
 

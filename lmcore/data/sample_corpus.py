@@ -6,11 +6,11 @@ licence, which Python made it) and LICENSE-Python.txt when that Python ships its
 version gives other text; one machine always gets the same bytes.
 
 A corpus parameter names it with a reserved value (`SAMPLE`, "sample"; "sample[eval]" for the held-out part),
-resolved in `lmcore.corpus.resolve_files` through `resolve()`. Only that exact string is reserved: "./sample" or
+resolved in `lmcore.data.corpus.resolve_files` through `resolve()`. Only that exact string is reserved: "./sample" or
 any other spelling of a path is the user's own corpus, and a bare "sample" beside an existing ./sample is refused as
 ambiguous, so a user's files are never swapped for the sample.
 
-    python -m lmcore.sample_corpus            # builds it if needed and prints the folder
+    python -m lmcore.data.sample_corpus            # builds it if needed and prints the folder
 
 The text is written by this file run as a script in a separate, isolated interpreter (`python -I`): importing
 every standard-library module has side effects a training process should not inherit, and the isolation keeps
@@ -149,7 +149,7 @@ def _write(out: Path) -> None:
                       f"{hashlib.sha256((out / name).read_bytes()).hexdigest()}" for name, lines in parts.items())
     python = f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})"
     (out / "NOTICE").write_text(
-        f"Sample corpus for lmcore, written on this machine by lmcore/sample_corpus.py; not part of lmcore's\n"
+        f"Sample corpus for lmcore, written on this machine by lmcore/data/sample_corpus.py; not part of lmcore's\n"
         f"repository or package.\n\n"
         f"What it is: paragraphs of the docstrings of the standard library of {python},\n"
         f"one paragraph per line, shuffled (seed 0), {n_eval} of them held out in eval.txt.\n{files}\n\n"
@@ -163,7 +163,7 @@ def main(argv: list[str]) -> None:
     if len(argv) == 2 and argv[0] == "--write":  # the isolated writer ensure() starts
         _write(Path(argv[1]))
     elif argv:
-        sys.exit("usage: python -m lmcore.sample_corpus   (builds the sample corpus if needed and prints its "
+        sys.exit("usage: python -m lmcore.data.sample_corpus   (builds the sample corpus if needed and prints its "
                  f"folder; ${FOLDER_ENV} chooses another)")
     else:
         print(ensure())

@@ -4,9 +4,9 @@ settings dataclass of the engine shares (checked names, dict / JSON round trips,
 Field names follow Simple Transformers (all 115 names of its 0.70.8 `LanguageModelingArgs` exist here), so user
 code and saved `model_args.json` files written for it work unchanged. Each field carries a docstring (the string
 under it). What each Simple Transformers name does here (honoured, inert with a warning, or refused) is listed in
-`lmcore.compat`. Unknown names are rejected at once, with the nearest valid name, whether they arrive as attributes
+`lmcore.models.compat`. Unknown names are rejected at once, with the nearest valid name, whether they arrive as attributes
 (`args.num_train_epoch = 1`), dict keys (`args={"num_train_epoch": 1}`) or constructor keywords.
-`lmcore.classification_args.ClassificationArgs` takes the fields both kinds of run share from here (one definition
+`lmcore.models.classification_args.ClassificationArgs` takes the fields both kinds of run share from here (one definition
 and one docstring per field) and adds its own.
 """
 
@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .atomic import write_text
+from ..base.atomic import write_text
 from .compat import refused_problems
 
 log = logging.getLogger(__name__)
@@ -399,7 +399,7 @@ class LanguageModelingArgs(Settings):
     mixed_precision: str = "auto"
     """"auto": bf16 autocast where the hardware runs it natively (CUDA with bf16, else fp16 with loss scaling;
     CPUs with AVX512-BF16 or AMX), full fp32 elsewhere; "bf16" / "fp16": force that autocast; "no": full fp32.
-    Resolved once, with the device, into the run's `lmcore.precision.Precision`."""
+    Resolved once, with the device, into the run's `lmcore.training.precision.Precision`."""
     fp16: bool = True
     """Simple Transformers' switch for mixed precision: True allows it (`mixed_precision` decides how, "auto" by
     default), False means full fp32 (mixed_precision="no")."""
@@ -464,7 +464,7 @@ class LanguageModelingArgs(Settings):
     """Also write the per-step metrics (loss, learning rate, tokens/s, evaluations) as TensorBoard event files
     here (needs the `tensorboard` package)."""
 
-    # ---- accepted from Simple Transformers, inert or refused here (see lmcore.compat) -------------------------
+    # ---- accepted from Simple Transformers, inert or refused here (see lmcore.models.compat) -------------------------
     model_class: str = "LanguageModelingModel"
     """Simple Transformers' record of the model class; informational."""
     n_gpu: int = 1
@@ -490,7 +490,7 @@ class LanguageModelingArgs(Settings):
     tokenizer_type: str | None = None
     """Inert: the tokenizer class follows model_type (or the saved tokenizer's own config)."""
     trust_remote_code: bool = False
-    """Inert: only the model types listed in lmcore.registry are built; no code from a model repository runs."""
+    """Inert: only the model types listed in lmcore.models.registry are built; no code from a model repository runs."""
     dynamic_quantize: bool = False
     """Not provided: dynamic quantization is not supported."""
     quantized_model: bool = False

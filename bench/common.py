@@ -28,8 +28,8 @@ MARKER = "BENCH_RESULT "
 
 
 def __getattr__(name: str) -> Path:
-    """SAMPLE, SAMPLE_EVAL: the sample corpus's train and held-out files (lmcore/data/sample_corpus.py), written on first
-    use by the project's Python; looked up only when asked for, so the peers' own venvs never write them."""
+    """SAMPLE, SAMPLE_EVAL: the sample corpus's train and held-out files (lmcore/data/sample_corpus.py), written on
+    first use by the project's Python; looked up only when asked for, so the peers' own venvs never write them."""
     parts = {"SAMPLE": "train.txt", "SAMPLE_EVAL": "eval.txt"}
     if name not in parts:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,8 +8,8 @@ Attention: the bench's BERT-MLM and GPT-2-CLM (hidden 256, 4 layers, 4 heads, bl
 8000), one forward + backward per step on random token ids, in fp32 and (where the CPU has native bf16) under bf16
 autocast, with `attn_implementation` "sdpa" and "eager". Each (model, dtype, kernel) runs 2 warm-up steps and then
 `--steps` timed ones; the four kernels of a (model, dtype) are interleaved over `--rounds` rounds and the best
-round's mean step counts. lmcore.training.hardware.choose_attention's rule (SDPA in fp32, eager under bf16) should pick the
-faster of each pair. The ELECTRA figure is bench/electra_sampling.py's (a fresh process).
+round's mean step counts. lmcore.training.hardware.choose_attention's rule (SDPA in fp32, eager under bf16) should
+pick the faster of each pair. The ELECTRA figure is bench/electra_sampling.py's (a fresh process).
 """
 
 from __future__ import annotations

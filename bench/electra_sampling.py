@@ -5,8 +5,8 @@
 Discriminator hidden 768, 12 layers, 12 heads, FFN 3072; generator a quarter of its width (hidden 192, 3 heads,
 FFN 768, same depth); vocabulary 30,522; block 512, batch 8. One training step = the engine's prepare (masks on
 the host) + forward + backward through `ElectraObjective`, timed whole, with the replacement draw
-(`lmcore.objectives.electra.sample_tokens`: softmax, cumulative sum, one uniform per masked position) timed inside it. For
-comparison, the draw this replaced: Gumbel noise for every (masked position x vocabulary) cell drawn on the host,
+(`lmcore.objectives.electra.sample_tokens`: softmax, cumulative sum, one uniform per masked position) timed inside it.
+For comparison, the draw this replaced: Gumbel noise for every (masked position x vocabulary) cell drawn on the host,
 then argmax over logits + noise, timed on the same shapes. Prints one JSON line.
 """
 

@@ -46,7 +46,8 @@ class ClassificationModel:
     lmcore output or published checkpoint.
 
     Attributes, as in Simple Transformers: `model` (the Hugging Face *ForSequenceClassification module),
-    `tokenizer`, `args` (ClassificationArgs), `device`, `num_labels`; and `precision` (lmcore.training.precision.Precision).
+    `tokenizer`, `args` (ClassificationArgs), `device`, `num_labels`; and `precision`
+    (lmcore.training.precision.Precision).
     """
 
     def __init__(self, model_type: str, model_name: str, num_labels: int | None = None, weight: list | None = None,

@@ -38,7 +38,8 @@ class RunSpec:
     on_evaluation: dict | None = None
     """{"hook": "package.module:factory", "kwargs": {...}}: `factory(**kwargs)` (imported and called on the main
     process; the others share its answer) returns the callable `train_model` hands each evaluation to
-    (lmcore.training.train.TrainSetup): how a sweep reports a trial's evaluations and stops it when it is clearly behind."""
+    (lmcore.training.train.TrainSetup): how a sweep reports a trial's evaluations and stops it when it is clearly
+    behind."""
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunSpec":

@@ -172,7 +172,8 @@ def test_engine_lines_reach_the_run_log_once_with_one_timestamp_at_their_level(t
         run_engine([sys.executable, "-c", program], env, "a fake engine")
     finally:
         logging.getLogger("pipeline").removeHandler(keep)
-    assert seen == [("INFO", "lmcore.training.train: step 10/150 | loss 3.2"), ("WARNING", "WARNING lmcore.model: a warning"),
+    assert seen == [("INFO", "lmcore.training.train: step 10/150 | loss 3.2"),
+                    ("WARNING", "WARNING lmcore.model: a warning"),
                     ("INFO", "lmcore.data.features: Features: 10 examples")]
     # The engine's command line takes the format from the variable.
     root = logging.getLogger()

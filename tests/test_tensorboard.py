@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from lmcore.models.args import LanguageModelingArgs
-from lmcore.training.tracking import (FanoutTracker, ListTracker, NullTracker, TensorBoardMissingError, TensorBoardTracker,
-                             tracker_for)
+from lmcore.training.tracking import (FanoutTracker, ListTracker, NullTracker, TensorBoardMissingError,
+                                      TensorBoardTracker, tracker_for)
 
 STEPS = [(1, {"train/loss": 5.5, "train/lr": 1e-3, "note": "text is skipped"}),
          (2, {"train/loss": 4.25, "train/lr": 2e-3}),

@@ -93,8 +93,8 @@ def resolve_files(paths: str | os.PathLike | Iterable[str | os.PathLike], encodi
     the files' codec, when not UTF-8 (UTF-16 and UTF-32 text is full of NUL bytes and is not binary). A path that
     does not exist may name a dataset in the `datasets` cache under `dataset_cache_dir` (None: its default),
     optionally with a split, `NAME[SPLIT]`; it comes back as a `DatasetRef`. "sample" ("sample[eval]"): the sample
-    corpus's train (held-out) file, written on first use (lmcore.data.sample_corpus). A folder written by save_to_disk is
-    one source; any other folder gives its files (sorted, hidden ones skipped)."""
+    corpus's train (held-out) file, written on first use (lmcore.data.sample_corpus). A folder written by save_to_disk
+    is one source; any other folder gives its files (sorted, hidden ones skipped)."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = list(paths)

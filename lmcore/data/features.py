@@ -1,12 +1,13 @@
-"""Corpus -> tokenized examples on disk, memory-mapped, cached by content (the batches drawn from them: lmcore.data.batches).
+"""Corpus -> tokenized examples on disk, memory-mapped, cached by content (the batches drawn from them:
+lmcore.data.batches).
 
 On-disk format (one folder per corpus × tokenizer × settings, under `cache_dir/features/<key>/`): `tokens.bin`, all
 examples' token ids back to back (uint16 when the vocabulary fits, else int32), `offsets.bin` (int64, n + 1 example
 boundaries), with sliding windows `score_from.bin` (int64, per example the leading content tokens an earlier window
 already scored), and `meta.json`. Flat files + offsets serve all three dataset types, slice in O(1) with no copy,
 and keep memory flat however large the corpus: every source (text, JSON Lines, CSV, Parquet, Arrow, datasets: see
-`lmcore.data.corpus`) is checked, then streamed through in ~1 MB chunks of text, tokenized in worker processes when there
-are several, and the examples and their offsets are written as they come; nothing is held whole. The folder is
+`lmcore.data.corpus`) is checked, then streamed through in ~1 MB chunks of text, tokenized in worker processes when
+there are several, and the examples and their offsets are written as they come; nothing is held whole. The folder is
 written under a temporary name and renamed, so a half-written cache is never found.
 """
 

@@ -4,10 +4,10 @@ settings dataclass of the engine shares (checked names, dict / JSON round trips,
 Field names follow Simple Transformers (all 115 names of its 0.70.8 `LanguageModelingArgs` exist here), so user
 code and saved `model_args.json` files written for it work unchanged. Each field carries a docstring (the string
 under it). What each Simple Transformers name does here (honoured, inert with a warning, or refused) is listed in
-`lmcore.models.compat`. Unknown names are rejected at once, with the nearest valid name, whether they arrive as attributes
-(`args.num_train_epoch = 1`), dict keys (`args={"num_train_epoch": 1}`) or constructor keywords.
-`lmcore.models.classification_args.ClassificationArgs` takes the fields both kinds of run share from here (one definition
-and one docstring per field) and adds its own.
+`lmcore.models.compat`. Unknown names are rejected at once, with the nearest valid name, whether they arrive as
+attributes (`args.num_train_epoch = 1`), dict keys (`args={"num_train_epoch": 1}`) or constructor keywords.
+`lmcore.models.classification_args.ClassificationArgs` takes the fields both kinds of run share from here (one
+definition and one docstring per field) and adds its own.
 """
 
 from __future__ import annotations

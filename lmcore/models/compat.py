@@ -54,7 +54,8 @@ INERT = {
     "wandb_kwargs": "runs are tracked in MLflow (the pipeline) or TensorBoard (tensorboard_dir), not "
                     "Weights & Biases",
     "tokenizer_type": "the tokenizer class follows model_type, or the saved tokenizer's own configuration",
-    "trust_remote_code": "only the model types in lmcore.models.registry are built; no code from a model repository runs",
+    "trust_remote_code": "only the model types in lmcore.models.registry are built; no code from a model repository "
+                         "runs",
 }
 
 REFUSED = {

@@ -1,6 +1,6 @@
 """The pre-training objectives as small pure functions over tensors, and `Objective`: what the training loop
-and the evaluator ask of any objective (MLM and CLM here, ELECTRA in `lmcore.objectives.electra`, sequence classification
-in `lmcore.objectives.classify`).
+and the evaluator ask of any objective (MLM and CLM here, ELECTRA in `lmcore.objectives.electra`, sequence
+classification in `lmcore.objectives.classify`).
 
 Shapes: B = batch, T = tokens per example, V = vocabulary. Labels use -100 for "not scored" (the PyTorch and
 Hugging Face convention).

@@ -142,6 +142,9 @@ def _run(command: str, spec: RunSpec, LanguageModelingModel, dist, tracker) -> d
                                     on_evaluation=_evaluation_hook(spec.on_evaluation, dist.is_main()))
         result["global_step"] = step
         result["tokens_seen"] = model.training_details["tokens_seen"]
+        result["compiled"] = model.training_details["compiled"]
+        if model.training_details["compile_warmup_s"] is not None:
+            result["compile_warmup_s"] = model.training_details["compile_warmup_s"]
         if model.training_details.get("stopped_by"):
             result["stopped_by"] = model.training_details["stopped_by"]
     if spec.eval_files and (command == "eval" or spec.final_eval):

@@ -454,7 +454,8 @@ def training_details(state) -> dict:
     """The per-step history of a finished `fit` (a front door's `training_details`)."""
     return {"global_step": state.step, "train_loss": state.train_loss, "learning_rate": state.learning_rate,
             "eval_history": state.eval_history, "tokens_seen": state.tokens_seen, "stopped_early": state.stopped_early,
-            "stopped_by": state.stopped_by}
+            "stopped_by": state.stopped_by, "compiled": state.compiled,
+            "compile_warmup_s": state.compile_warmup_s}
 
 
 def training_result(state, args, out: Path) -> tuple:

@@ -156,6 +156,8 @@ class Settings:
         p = []
         if self.mixed_precision not in MIXED_PRECISION:
             p.append(f"mixed_precision={self.mixed_precision!r}: must be one of {', '.join(MIXED_PRECISION)}")
+        if self.compile not in (True, False, "auto"):
+            p.append(f"compile={self.compile!r}: must be True, False or \"auto\"")
         if not self.fp16 and self.mixed_precision not in ("auto", "no"):
             p.append(f"fp16=False asks for full fp32 but mixed_precision={self.mixed_precision!r}: set only one")
         for name in ("train_batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps"):
@@ -400,6 +402,11 @@ class LanguageModelingArgs(Settings):
     """"auto": bf16 autocast where the hardware runs it natively (CUDA with bf16, else fp16 with loss scaling;
     CPUs with AVX512-BF16 or AMX), full fp32 elsewhere; "bf16" / "fp16": force that autocast; "no": full fp32.
     Resolved once, with the device, into the run's `lmcore.training.precision.Precision`."""
+    compile: bool | str = "auto"
+    """Run the training steps through `torch.compile` (inductor): True, False, or "auto": on where it earns back its
+    warm-up (CUDA, or a CPU under bf16 autocast, for runs of many steps: `lmcore.training.compiling`), else
+    eager. Saved models are the same either way; evaluation and generation always run eager. Where compiling
+    fails (model type, torch, no C++ compiler) the run says why in one line and trains eager."""
     fp16: bool = True
     """Simple Transformers' switch for mixed precision: True allows it (`mixed_precision` decides how, "auto" by
     default), False means full fp32 (mixed_precision="no")."""

@@ -17,8 +17,9 @@ from typing import Any
 from .args import LanguageModelingArgs, Settings, field_docs
 from .compat import MODEL_ARGS_FIELDS
 
-LMCORE_SHARED_FIELDS = ("max_steps", "mixed_precision", "save_total_limit", "resume_from_checkpoint", "strict_utf8",
-                        "text_column", "dataset_split", "dataset_config", "dataset_cache_dir", "special_tokens_list")
+LMCORE_SHARED_FIELDS = ("max_steps", "mixed_precision", "compile", "save_total_limit", "resume_from_checkpoint",
+                        "strict_utf8", "text_column", "dataset_split", "dataset_config", "dataset_cache_dir",
+                        "special_tokens_list")
 """LanguageModelingArgs fields beyond Simple Transformers' ModelArgs that a classification run honours too."""
 SHARED_FIELDS = MODEL_ARGS_FIELDS + LMCORE_SHARED_FIELDS
 LABEL_COLUMNS = ("labels", "label")

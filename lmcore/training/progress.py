@@ -25,7 +25,7 @@ class TrainingProgress:
         self.peak = hardware.matmul_peak_flops(self.device_type, self.compute_dtype) * dist.world()
         self.flops_per_position: float | None = None
         self.t0 = self.window_start = self.last_line = time.perf_counter()
-        self.paused_total = self.paused_in_window = 0.0
+        self.paused_total = self.paused_in_window = self.one_off_s = 0.0
         self.tokens = self.positions = self.steps = 0
         self.remeasured = False
 
@@ -38,6 +38,16 @@ class TrainingProgress:
             spent = time.perf_counter() - start
             self.paused_total += spent
             self.paused_in_window += spent
+
+    @contextlib.contextmanager
+    def one_off(self):
+        """A training step that costs once what later ones will not (the first compiled step): its window's rate
+        shows it as it was, the ETA leaves it out."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.one_off_s += time.perf_counter() - start
 
     def tick(self, tokens: int, positions: int) -> None:
         """One optimizer step done: `tokens` real tokens and `positions` computed positions (padding included),
@@ -76,7 +86,7 @@ class TrainingProgress:
         self.last_line = time.perf_counter()
         elapsed = self.last_line - self.t0
         done = state.step - self.start_step
-        eta = elapsed / max(done, 1) * (total - state.step)
+        eta = (elapsed - self.one_off_s) / max(done, 1) * (total - state.step)
         return (f"step {state.step}/{total} ({100 * state.step / total:.0f}%) | epoch {state.epoch} | "
                 f"{loss} | lr {lr:.3g} | {figures['tokens_per_second']:,.0f} tokens/s | "
                 f"HFU {100 * figures['hfu']:.0f}% of {self.compute_dtype} peak | elapsed {_hms(elapsed)} | "

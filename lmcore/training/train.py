@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint, dist, hardware, optim
+from . import checkpoint, compiling, dist, hardware, optim
 from ..base import atomic
 from ..models.args import ArgsError, LanguageModelingArgs
 from ..data.batches import collate, epoch_batches, split_by_length
@@ -79,6 +79,10 @@ class State:
     stopped_early: bool = False
     stopped_by: str | None = None
     """Why `on_evaluation` stopped training, when it did."""
+    compiled: bool = False
+    """This process's training steps ran compiled (lmcore.training.compiling); not restored on resume."""
+    compile_warmup_s: float | None = None
+    """Seconds the first compiled step took beyond a compiled step: what compiling cost this process."""
 
 
 def plan(features: Features, args: LanguageModelingArgs) -> tuple[int, int]:
@@ -101,6 +105,10 @@ def fit(run: TrainSetup) -> State:
         state = _restore(run.resume, optimizer)
         log.info("Resuming at step %d (epoch %d, micro-batch %d)", state.step, state.epoch, state.position)
     stepper = make_stepper(run, optimizer)
+    compiled = compiling.Compiled(run.model, compiling.decide(args.compile, run.precision, total))
+    if main:
+        log.info("compile: %s (%s)", "on" if compiled.on else "off", compiled.decision.reason)
+    compiled.start()
     run.model.train()
     start_step = state.step
     progress = TrainingProgress(total, state.step, run.precision) if main else None
@@ -113,10 +121,11 @@ def fit(run: TrainSetup) -> State:
             lr = args.learning_rate * multiplier  # what is logged: custom groups scale their own rates alike
             micro, used = source.step(state.epoch, state.position)
             if main and progress.flops_per_position is None:
-                with progress.paused():  # one extra forward/backward, not training: kept out of the rate
+                with progress.paused(), compiling.eager():  # one extra forward/backward, not training
                     progress.flops_per_position = hardware.measured_flops_per_position(
                         run.model, run.objective, to_device(micro[0], device))
-            done = train_step(stepper, micro)
+            with progress.one_off() if main and compiled.warming else contextlib.nullcontext():
+                done = compiled.step(lambda: train_step(stepper, micro))  # the first compiled one: its warm-up
             if done.refused:
                 window.add(state.step + 1, done.sums, done.totals, done.bad, lr)
                 window.flush(state)  # raises, naming the step; nothing was applied
@@ -144,11 +153,15 @@ def fit(run: TrainSetup) -> State:
                 log.info("%s", progress.line(state, total, window.report(), lr, figures))
                 if run.tracker is not None:
                     run.tracker.log_metrics(figures, step=state.step)
-            with progress.paused() if main else contextlib.nullcontext():
+            with progress.paused() if main else contextlib.nullcontext(), compiling.eager():
                 _evaluate_and_save(run, optimizer, state, evaluate_now, checkpoint_name, epoch_done,
                                    last=state.step >= total)
     finally:
         source.close()
+        compiled.stop()
+    state.compiled, state.compile_warmup_s = compiled.on, compiled.warmup_s
+    if main and run.tracker is not None and compiled.warmup_s is not None:
+        run.tracker.log_metrics({"compile_warmup_s": compiled.warmup_s}, step=state.step)
     return state
 
 
@@ -526,7 +539,8 @@ def _restore(saved: dict, optimizer) -> State:
     else:
         log.warning("Checkpoint was written by %d process(es), now %d: data order and masks continue exactly, "
                     "dropout randomness does not", len(rngs), dist.world())
-    known = {f.name for f in dataclasses.fields(State)} - {"stopped_by"}  # a resumed run was asked to go on
+    # A resumed run was asked to go on, and decides (and measures) compiling for itself.
+    known = {f.name for f in dataclasses.fields(State)} - {"stopped_by", "compiled", "compile_warmup_s"}
     return State(**{k: v for k, v in saved.items() if k in known})
 
 

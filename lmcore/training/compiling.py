@@ -1,0 +1,207 @@
+"""`compile`: the training steps through `torch.compile` (inductor), decided once per run, undone after it.
+
+What is compiled: the transformer bodies, i.e. every Hugging Face base model inside the training module (BertModel,
+GPT2Model, both ELECTRA encoders), in place, so parameter names, `state_dict` and saved files are those of the
+eager model and a checkpoint loads in plain transformers. Their shapes are fixed by the batch, which is where
+inductor's fused kernels pay (LayerNorm, GELU, dropout and residual adds in one pass over memory). The heads, the
+chunked vocabulary loss and ELECTRA's sampling stay eager: their shapes follow how many positions were masked,
+which would recompile every step. Evaluation, the FLOP count of the first step and generation run eager
+(`eager()`): a compiled graph is built for the training step only, and is gone when `fit` returns.
+
+`line_by_line` batches vary in length and size: the first batch compiles for its shapes, the first batch of another
+shape compiles once more with those sizes symbolic (dynamo's automatic dynamic shapes), and no later batch
+recompiles; `compiles()` counts them, and a test holds the bound.
+
+Inductor keeps what it compiled on disk (`cache_folder()`): a second run of the same model and shapes starts in a
+fraction of the first one's warm-up. Where compiling fails (a model type dynamo cannot trace, no C++ compiler,
+an old torch), the first step says why in one line and the run continues eager.
+
+The rule for `compile="auto"`, from bench/RESULTS.md (*Compiled path*): on a CPU inductor's fused kernels gain
+little in fp32 (the matmuls are the step) and more under bf16 autocast, where the elementwise passes are a larger
+share; the warm-up (tens of seconds on 2 cores) is paid once per process. So "auto" compiles on CUDA, and on a CPU
+under bf16 autocast, when the run plans at least `AUTO_MIN_STEPS` optimizer steps; anything shorter stays eager.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .precision import Precision
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("auto", True, False)
+AUTO_MIN_STEPS = {"cpu": 1000, "cuda": 300}
+"""Optimizer steps a run must plan before "auto" compiles (bench/RESULTS.md, *Compiled path*: on 2 CPU cores under
+bf16 the warm-up is earned back after several hundred steps of the bench's models; on a GPU the warm-up is
+shorter relative to the gain)."""
+BACKEND = "inductor"
+
+
+@dataclass
+class Decision:
+    """Whether this run's training steps are compiled, and why (logged once, kept in the run's results)."""
+
+    on: bool
+    reason: str
+
+
+def decide(setting, precision: Precision, planned_steps: int) -> Decision:
+    """The run's decision from `compile` (True, False, "auto"), what it computes in and the steps it plans."""
+    if setting is False:
+        return Decision(False, "compile=False")
+    if setting is True:
+        return Decision(True, "compile=True")
+    if not hasattr(torch, "compile"):
+        return Decision(False, f"auto: torch {torch.__version__} has no torch.compile")
+    kind = precision.device_type
+    if kind == "cpu" and precision.autocast_dtype is None:
+        return Decision(False, "auto: on a CPU in full fp32 compiling gains too little to earn back its warm-up")
+    least = AUTO_MIN_STEPS.get(kind)
+    if least is None:
+        return Decision(False, f"auto: no measurement on {kind}")
+    if planned_steps < least:
+        return Decision(False, f"auto: {planned_steps} steps planned, compiling pays from {least} on {kind} "
+                               f"({precision.name})")
+    return Decision(True, f"auto: {planned_steps} steps planned on {kind} ({precision.name}), at least {least}")
+
+
+def bodies(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The transformer bodies inside `module`: the Hugging Face base models (a model whose `base_model` is itself),
+    each once."""
+    from transformers import PreTrainedModel
+
+    found, seen = [], set()
+    for m in module.modules():
+        if isinstance(m, PreTrainedModel) and m.base_model is m and id(m) not in seen:
+            seen.add(id(m))
+            found.append(m)
+    return found
+
+
+def cache_folder() -> Path:
+    """Where inductor keeps compiled kernels: $TORCHINDUCTOR_CACHE_DIR when the user set it, else a stable folder
+    under the user's cache (torch's own default is under /tmp, emptied on reboot; torch also writes its default
+    into the variable the first time it asks, which is why the user's setting is the one seen at import)."""
+    if _USER_CACHE_DIR and _USER_CACHE_DIR != _torch_default_cache_dir():
+        return Path(_USER_CACHE_DIR)
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lmcore" / "inductor"
+
+
+_USER_CACHE_DIR = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+
+
+def _torch_default_cache_dir() -> str | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:
+        return None
+    return os.path.abspath(default_cache_dir())
+
+
+class Compiled:
+    """The compiled state of one `fit`: `start()` compiles the bodies in place, `first_step()` runs the first
+    compiled step (falling back to eager, with one log line, when compiling fails) and measures the warm-up,
+    `stop()` puts the eager modules back."""
+
+    def __init__(self, module: torch.nn.Module, decision: Decision):
+        self.module, self.decision = module, decision
+        self.on = decision.on
+        self.compiled: list[torch.nn.Module] = []
+        self.warmup_s: float | None = None
+        self.failed: str | None = None
+        self._pending = "first" if decision.on else None
+        self._first_s = 0.0
+
+    @property
+    def warming(self) -> bool:
+        """The next step is the first compiled one (it compiles)."""
+        return self._pending == "first"
+
+    def start(self) -> None:
+        if not self.on:
+            return
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_folder())
+        for body in bodies(self.module):
+            body.compile(backend=BACKEND)
+            self.compiled.append(body)
+        if not self.compiled:
+            self._give_up("no Hugging Face base model inside the training module")
+
+    def stop(self) -> None:
+        for body in self.compiled:
+            body._compiled_call_impl = None
+        self.compiled = []
+
+    def _give_up(self, why: str) -> None:
+        self.stop()
+        self.on, self.failed, self._pending = False, why, None
+        log.warning("compile: %s; training continues eager", why)
+
+    def step(self, run_step):
+        """`run_step()`: one training step. The first compiled one falls back to eager when compiling fails (nothing
+        was stepped: the optimizer runs after the backward pass), and with the second gives the warm-up: the first
+        step's time less the second's."""
+        if self._pending == "first":
+            self._pending = "second"
+            start = time.perf_counter()
+            try:
+                out = run_step()
+            except Exception as e:
+                if not _is_compile_failure(e):
+                    raise
+                for p in self.module.parameters():
+                    p.grad = None
+                self._give_up(f"compiling failed ({_root_cause(e)})")
+                torch._dynamo.reset()
+                return run_step()
+            self._first_s = time.perf_counter() - start
+            return out
+        if self._pending == "second":
+            self._pending = None
+            start = time.perf_counter()
+            out = run_step()
+            self.warmup_s = max(0.0, self._first_s - (time.perf_counter() - start))
+            log.info("compile: warm-up %.1f s (first compiled step less the second); kernels cached in %s",
+                     self.warmup_s, os.environ.get("TORCHINDUCTOR_CACHE_DIR", cache_folder()))
+            return out
+        return run_step()
+
+
+def _is_compile_failure(e: BaseException) -> bool:
+    """A failure of dynamo or inductor (tracing, lowering, the C++ compiler), not of the model's own code."""
+    while e is not None:
+        if type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _root_cause(e: BaseException) -> str:
+    """"Type: first line" of the innermost cause: what dynamo's wrappers ("backend='inductor' raised:") wrap."""
+    while getattr(e, "inner_exception", None) is not None or e.__cause__ is not None:
+        e = getattr(e, "inner_exception", None) or e.__cause__
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+def eager():
+    """Compiled modules run their eager code inside this context (evaluation, FLOP counting, generation)."""
+    if hasattr(torch, "compiler") and hasattr(torch.compiler, "set_stance"):
+        return torch.compiler.set_stance("force_eager")
+    return contextlib.nullcontext()
+
+
+def compiles() -> int:
+    """Graphs dynamo compiled in this process so far (recompiles included)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"].get("unique_graphs", 0))

@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository's root. Tests and helpers name its files from here, whatever folder of tests/ they sit in."""
+
 SAMPLE = sample_corpus.ensure()
 """The sample corpus's folder (train.txt, eval.txt), written on first use (lmcore.data.sample_corpus)."""
 

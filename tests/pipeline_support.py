@@ -8,11 +8,11 @@ import socket
 from pathlib import Path
 
 from lmcore.data import sample_corpus
+from tests.conftest import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
 SAMPLE = sample_corpus.ensure()
 """The sample corpus's folder (train.txt, eval.txt), written on first use (lmcore.data.sample_corpus)."""
-ARTIFACTS = REPO / "test-artifacts"
+ARTIFACTS = ROOT / "test-artifacts"
 
 TINY = {"vocab_size": 500, "max_seq_length": 64, "train_batch_size": 8, "max_steps": 20, "learning_rate": 1e-3,
         "save_steps": -1, "logging_steps": 10,

@@ -1,0 +1,54 @@
+"""The benchmark harness runs end to end: `python bench/run.py --quick` (tiny models, small corpora, never installs a
+peer; the Simple Transformers and Trainer parts run only when their environments are already there)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@pytest.mark.slow
+def test_quick_bench_runs_and_reports_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    # About 2.5 minutes on 2 cores; the margin is for cores shared with other work.
+    done = subprocess.run([sys.executable, "bench/run.py", "--quick", "--json", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    r = json.loads(out.read_text())
+    s = r["sections"]
+    assert set(s) == {"peak", "train", "data", "eval", "padding", "quality"}
+    assert _positive(s["peak"]["fp32_gflops"]) and _positive(s["peak"]["bf16_gflops"])
+
+    rows = s["train"]["rows"]
+    assert {row["system"] for row in rows} >= {"lmcore"}
+    for row in rows:
+        # Tiny models for a few steps: the per-step difference is noise, but every run must have happened.
+        assert all(_positive(w) for walls in row["walls"].values() for w in walls)
+        assert math.isfinite(row["per_step_s"]) and _positive(row["flops_per_token"])
+        assert _positive(row["peak_rss_mb"])
+
+    data = s["data"]
+    assert _positive(data["lmcore"]["mb_per_s"]) and _positive(data["lmcore"]["cached_s"])
+    assert _positive(data["big"]["peak_rss_mb"]) and _positive(data["big"]["first_s"])
+    assert all(_positive(row["tokens_per_s"]) for row in s["eval"]["rows"])
+    assert 0 <= s["padding"]["lmcore_padding"] < 1 and 0 < s["padding"]["dynamic_padding"] < 1
+    for row in s["quality"]["rows"]:
+        assert _positive(row["default"]) and _positive(row["fp32"]) and math.isfinite(row["diff_pct"])
+
+    # The printed report is the RESULTS.md text: a targets table and one table per section.
+    for heading in ("## Targets", "## Matmul peak", "## Training", "## Data preparation", "## Evaluation",
+                    "## line_by_line padding", "## Quality"):
+        assert heading in done.stdout
+    # --quick never writes the recorded results.
+    recorded = ROOT / "bench" / "results.json"
+    assert not recorded.exists() or not json.loads(recorded.read_text()).get("quick")

@@ -404,8 +404,8 @@ class LanguageModelingArgs(Settings):
     Resolved once, with the device, into the run's `lmcore.training.precision.Precision`."""
     compile: bool | str = "auto"
     """Run the training steps through `torch.compile` (inductor): True, False, or "auto": on where it earns back its
-    warm-up (CUDA, or a CPU under bf16 autocast, for runs of many steps: `lmcore.training.compiling`), else
-    eager. Saved models are the same either way; evaluation and generation always run eager. Where compiling
+    warm-up (CUDA, for runs of many steps; on the CPU a compiled step measured no faster: `lmcore.training.compiling`),
+    else eager. Saved models are the same either way; evaluation and generation always run eager. Where compiling
     fails (model type, torch, no C++ compiler) the run says why in one line and trains eager."""
     fp16: bool = True
     """Simple Transformers' switch for mixed precision: True allows it (`mixed_precision` decides how, "auto" by

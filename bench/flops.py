@@ -1,4 +1,5 @@
-"""Model FLOPs per trained token, the numerator of model FLOPs utilisation (MFU).
+"""FLOPs per trained token: the model's (the numerator of model FLOPs utilisation, MFU) and what a peer actually
+executes (the numerator of hardware FLOPs utilisation, HFU; lmcore's own is counted by its worker, `flops` job).
 
     flops/token = 6 · (N + d_head · V) + 12 · L · T · d        summed over both models for ELECTRA
 
@@ -39,3 +40,28 @@ def flops_per_token(setup: Setup) -> float:
     gen = hf.ElectraForMaskedLM(hf.ElectraConfig(vocab_size=VOCAB, **g))
     return (_one(disc, c["num_hidden_layers"], c["hidden_size"], None)
             + _one(gen, g["num_hidden_layers"], g["hidden_size"], g.get("embedding_size", g["hidden_size"])))
+
+
+def hf_executed_flops_per_token(setup: Setup) -> float:
+    """FLOPs the peers (the Trainer, Simple Transformers) execute per position of a training step, counted by
+    torch's FLOP counter over a forward and backward pass of the Hugging Face models on one block of 128: their
+    heads project every position onto the vocabulary (ELECTRA: the generator at every position, then the
+    discriminator), so this is close to the model FLOPs above (the formula's attention term is the same)."""
+    import torch
+    import transformers as hf
+    from torch.utils.flop_counter import FlopCounterMode
+
+    c = setup.config
+    ids = torch.randint(5, VOCAB, (1, BLOCK), generator=torch.Generator().manual_seed(0))
+    if setup.model_type == "bert":
+        models = [hf.BertForMaskedLM(hf.BertConfig(vocab_size=VOCAB, **c))]
+    elif setup.model_type == "gpt2":
+        models = [hf.GPT2LMHeadModel(hf.GPT2Config(vocab_size=VOCAB, bos_token_id=0, eos_token_id=0, **c))]
+    else:
+        models = [hf.ElectraForMaskedLM(hf.ElectraConfig(vocab_size=VOCAB, **setup.generator_config)),
+                  hf.ElectraForPreTraining(hf.ElectraConfig(vocab_size=VOCAB, **c))]
+    with FlopCounterMode(display=False) as counter:
+        for model in models:
+            labels = ids.clone() if not isinstance(model, hf.ElectraForPreTraining) else torch.zeros_like(ids)
+            model(input_ids=ids, labels=labels).loss.backward()
+    return counter.get_total_flops() / BLOCK

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common, report  # noqa: E402
 from bench.common import BATCH, BLOCK, PEERS, SAMPLE, Setup, run_worker  # noqa: E402
-from bench.flops import flops_per_token  # noqa: E402
+from bench.flops import flops_per_token, hf_executed_flops_per_token  # noqa: E402
 
 SECTIONS = ("peak", "train", "data", "eval", "padding", "quality")
 SYSTEMS = ("lmcore", "trainer", "simpletransformers")
@@ -94,15 +94,21 @@ class Bench:
         return self.tokenizers[kind]
 
     def systems(self) -> list[str]:
-        have = ["lmcore", "lmcore-fp32"]
+        """Every system the train section runs, each at its best settings beside its default: lmcore's default,
+        its fp32 path and its compiled path; the Trainer in fp32, with its own bf16=True where the CPU runs bf16
+        natively, and with torch_compile=True (in bf16 there); Simple Transformers as it runs."""
+        have = ["lmcore", "lmcore-fp32", "lmcore-compile"]
         if self.ns.skip_trainer or not common.trainer_available():
             self.note("transformers Trainer skipped: accelerate not installed in bench/.deps-trainer")
         else:
-            have.append("trainer")
+            have += ["trainer", "trainer-bf16", "trainer-compile"] if native_bf16() else ["trainer",
+                                                                                          "trainer-compile"]
         if self.ns.skip_st or not common.st_available():
             self.note("Simple Transformers skipped: bench/.venv-st is not installed")
         else:
             have.append("simpletransformers")
+        if self.ns.systems:
+            have = [s for s in have if s in self.ns.systems]
         return have
 
     def note(self, text: str) -> None:
@@ -129,19 +135,32 @@ def best_peak(into: dict, other: dict) -> dict:
     return into
 
 
+def native_bf16() -> bool:
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def runs_train(b: Bench, system: str, setup: Setup, steps: int) -> common.Measured:
     out = b.work / f"out-{system}-{setup.model_type}"
     if system == "lmcore":
         return b.lmcore("train", setup, steps=steps, out=out)
     if system == "lmcore-fp32":  # the same engine in full fp32: a ratio to the Trainer any CPU can measure
         return b.lmcore("train", setup, steps=steps, out=out, mixed_precision="no")
-    if system == "trainer":
-        return b.trainer(setup, steps=steps, out=out, cache=b.work / "hf-datasets")
+    if system == "lmcore-compile":  # the default precision, compiled (compile=True, whatever "auto" would say)
+        return b.lmcore("train", setup, steps=steps, out=out, compile=True)
+    if system.startswith("trainer"):
+        best = native_bf16() and system in ("trainer-bf16", "trainer-compile")
+        return b.trainer(setup, steps=steps, out=out, cache=b.work / "hf-datasets", bf16=best,
+                         compile=system == "trainer-compile")
     return b.simpletransformers("train", setup, steps=steps, out=out, cache=b.work / f"st-{setup.model_type}")
 
 
-def warm_up(b: Bench, pairs) -> None:
-    """Build every system's cached features once, outside the timings (each then reuses its own cache)."""
+def warm_up(b: Bench, pairs) -> dict:
+    """Build every system's cached features once, outside the timings (each then reuses its own cache), and run
+    each compiled system once so that inductor's on-disk cache holds its kernels: the timed runs then pay the
+    warm-up of a second run of the same shapes (the same in the short and the long run, so it cancels). Returns
+    the first (cold) compiled runs' figures: lmcore's measured warm-up, and each system's whole train call."""
+    cold: dict = {}
     for system, setup in pairs:
         if system == "lmcore-fp32":
             continue  # the same features as lmcore's
@@ -149,21 +168,28 @@ def warm_up(b: Bench, pairs) -> None:
             b.lmcore("prepare", setup, tokenizer=b.tokenizer(setup))
         elif system == "trainer":
             b.trainer(setup, steps=0, out=b.work / "out-trainer-prep", cache=b.work / "hf-datasets")
-        else:
+        elif system == "simpletransformers":
             b.simpletransformers("prepare", setup, out=b.work / f"out-st-{setup.model_type}",
                                  cache=b.work / f"st-{setup.model_type}")
+        elif system.endswith("compile"):
+            m = runs_train(b, system, setup, b.ns.steps[0])
+            cold[f"{system}/{setup.name}"] = {"train_call_s": m.result["train_s"],
+                                               "compile_warmup_s": m.result.get("compile_warmup_s")}
+            log(f"cold compile {setup.name} {system}: train call {m.result['train_s']:.1f}s"
+                + (f", warm-up {m.result['compile_warmup_s']:.1f}s" if m.result.get("compile_warmup_s") else ""))
+    return cold
 
 
 def section_train(b: Bench) -> dict:
     systems = b.systems()
     # The Trainer has no ELECTRA objective (transformers ships no ELECTRA pre-training collator or loss).
     pairs = [(s, st) for st in b.train_setups for s in systems if not (s == "trainer" and st.model_type == "electra")]
-    if not b.ns.quick:  # --quick: the first short run pays for its data preparation; its figures mean nothing
-        warm_up(b, pairs)
+    cold = {} if b.ns.quick else warm_up(b, pairs)  # --quick: the figures mean nothing anyway
     short, long_ = b.ns.steps
     walls: dict[tuple, dict[int, list]] = {(s, st.name): {short: [], long_: []} for s, st in pairs}
     inner: dict[tuple, dict[int, list]] = {(s, st.name): {short: [], long_: []} for s, st in pairs}
     rss: dict[tuple, float] = {}
+    warmups: dict[tuple, float] = {}
     for r in range(b.ns.rounds):
         for steps in (short, long_):
             for system, setup in pairs:
@@ -171,22 +197,33 @@ def section_train(b: Bench) -> dict:
                 walls[(system, setup.name)][steps].append(m.wall_s)
                 inner[(system, setup.name)][steps].append(m.result["train_s"])
                 rss[(system, setup.name)] = max(rss.get((system, setup.name), 0.0), m.peak_rss_mb)
+                if m.result.get("compile_warmup_s") is not None:  # a warm-cache warm-up: the smallest seen
+                    warmups[(system, setup.name)] = min(warmups.get((system, setup.name), 1e9),
+                                                        m.result["compile_warmup_s"])
                 log(f"round {r + 1} {setup.name:9s} {system:18s} {steps:3d} steps: {m.wall_s:6.1f}s wall, "
                     f"{m.result['train_s']:6.1f}s in train call, {m.peak_rss_mb:,.0f} MB")
         if "peak" in b.results["sections"]:  # other work on the cores only lowers a peak: keep the best seen
             best_peak(b.results["sections"]["peak"], section_peak(b))
     rows = []
+    executed = {}
     for (system, name), w in walls.items():
         per_step = _per_step(inner[(system, name)], short, long_)
         setup = next(s for s in b.setups if s.name == name)
+        if (system.startswith("lmcore"), name) not in executed:
+            executed[(system.startswith("lmcore"), name)] = (
+                b.lmcore("flops", setup).result["flops_per_position"] if system.startswith("lmcore")
+                else hf_executed_flops_per_token(setup))
         rows.append({"system": system, "setup": name, "per_step_s": per_step,
                      "per_step_wall_s": _per_step(w, short, long_),
                      "tokens_per_s": BATCH * BLOCK / per_step if per_step > 0 else None,
-                     "flops_per_token": flops_per_token(setup), "peak_rss_mb": rss[(system, name)],
+                     "flops_per_token": flops_per_token(setup),
+                     "executed_flops_per_token": executed[(system.startswith("lmcore"), name)],
+                     "peak_rss_mb": rss[(system, name)], "cold": cold.get(f"{system}/{name}"),
+                     "compile_warmup_s": warmups.get((system, name)),
                      "walls": {str(k): v for k, v in w.items()},
                      "train_call_s": {str(k): v for k, v in inner[(system, name)].items()}})
     return {"steps": [short, long_], "rounds": b.ns.rounds, "tokens_per_step": BATCH * BLOCK, "rows": rows,
-            "setups": [s.to_json() for s in b.setups]}
+            "setups": [s.to_json() for s in b.setups], "native_bf16": native_bf16()}
 
 
 def _per_step(times: dict[int, list], short: int, long_: int) -> float:
@@ -258,22 +295,41 @@ def section_padding(b: Bench) -> dict:
 
 
 def section_quality(b: Bench) -> dict:
-    """Held-out perplexity after the same short run, lmcore's default precision against the fp32 path."""
+    """Held-out perplexity after the same short run, lmcore's default precision against the fp32 path, over
+    several seeds each (the seed sets initialisation, data order, masks and dropout)."""
     train, held = common.held_out_split(b.work)
     rows = []
     wanted = b.ns.quality_configs.split(",") if b.ns.quality_configs else [s.name for s in b.train_setups]
+    seeds = [42 + i for i in range(b.ns.quality_seeds)]
     for setup in (s for s in b.train_setups if s.name in wanted):
-        row = {"setup": setup.name, "steps": b.ns.quality_steps}
+        row = {"setup": setup.name, "steps": b.ns.quality_steps, "seeds": seeds}
         for label, precision in (("default", None), ("fp32", "no")):
-            m = b.lmcore("train", setup, corpus=train, eval_file=held, steps=b.ns.quality_steps,
-                         mixed_precision=precision, out=b.work / f"out-quality-{setup.model_type}-{label}")
-            row[label] = m.result["perplexity"]
-            row[f"{label}_s"] = m.wall_s
-        row["diff_pct"] = 100 * (row["default"] - row["fp32"]) / row["fp32"]
-        log(f"quality {setup.name}: default {row['default']:.2f}, fp32 {row['fp32']:.2f} "
-            f"({row['diff_pct']:+.2f}%)")
+            row[label + "_runs"] = []
+            for seed in seeds:
+                m = b.lmcore("train", setup, corpus=train, eval_file=held, steps=b.ns.quality_steps, seed=seed,
+                             mixed_precision=precision, out=b.work / f"out-quality-{setup.model_type}-{label}")
+                row[label + "_runs"].append(m.result["perplexity"])
+                log(f"quality {setup.name} {label} seed {seed}: {m.result['perplexity']:.2f}")
+        row.update(quality_figures(row["default_runs"], row["fp32_runs"]))
+        log(f"quality {setup.name}: default {row['default']:.2f} ± {row['default_std']:.2f}, fp32 "
+            f"{row['fp32']:.2f} ± {row['fp32_std']:.2f} ({row['diff_pct']:+.2f}%), accepted: {row['accepted']}")
         rows.append(row)
     return {"rows": rows}
+
+
+def quality_figures(default: list[float], fp32: list[float]) -> dict:
+    """Means, sample standard deviations, the pooled one, and the rule: bf16 (the default) is accepted when its
+    mean perplexity is at most 2% above fp32's, or above it by no more than one pooled standard deviation."""
+    import statistics
+
+    def sd(xs):
+        return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+    d, f = statistics.fmean(default), statistics.fmean(fp32)
+    pooled = ((sd(default) ** 2 + sd(fp32) ** 2) / 2) ** 0.5
+    diff = 100 * (d - f) / f
+    return {"default": d, "fp32": f, "default_std": sd(default), "fp32_std": sd(fp32), "pooled_std": pooled,
+            "diff_pct": diff, "accepted": diff <= 2.0 or d - f <= pooled}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -309,6 +365,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", default=None, help="SHORT,LONG training steps whose difference gives s/step")
     p.add_argument("--quality-steps", type=int, default=None)
     p.add_argument("--quality-configs", default=None, help="e.g. BERT-MLM,ELECTRA (default: all)")
+    p.add_argument("--quality-seeds", type=int, default=None, help="seeds per precision and configuration")
+    p.add_argument("--systems", default=None, help="comma-separated subset of the train section's systems")
     p.add_argument("--data-mb", type=int, default=None, help="corpus for tokenization throughput")
     p.add_argument("--st-data-mb", type=int, default=2, help="Simple Transformers' (slow) share of it")
     p.add_argument("--big-mb", type=int, default=None, help="corpus for peak RSS of data preparation")
@@ -324,7 +382,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=1800, help="seconds one worker may run")
     ns = p.parse_args(argv)
     quick = ns.quick
-    defaults = {"rounds": 1 if quick else 2, "steps": "1,3" if quick else "2,12",
+    defaults = {"rounds": 1 if quick else 2, "steps": "1,3" if quick else "2,12", "quality_seeds": 1 if quick else 3,
                 "quality_steps": 5 if quick else 200, "data_mb": 1 if quick else 16, "big_mb": 4 if quick else 1024,
                 "eval_kb": 64 if quick else 160}
     for key, value in defaults.items():
@@ -332,6 +390,7 @@ def parse(argv=None) -> argparse.Namespace:
             setattr(ns, key, value)
     ns.steps = tuple(int(x) for x in str(ns.steps).split(","))
     ns.only = [s.strip() for s in ns.only.split(",") if s.strip()]
+    ns.systems = [s.strip() for s in ns.systems.split(",")] if ns.systems else None
     unknown = [s for s in ns.only if s not in SECTIONS]
     if unknown:
         p.error(f"--only: unknown section(s) {unknown}; choose from {SECTIONS}")

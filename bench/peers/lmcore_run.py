@@ -5,6 +5,7 @@
     python bench/peers/lmcore_run.py prepare --tokenizer DIR --corpus F --cache DIR [--reprocess]
     python bench/peers/lmcore_run.py eval --setup JSON --tokenizer DIR --corpus F --cache DIR --out DIR
     python bench/peers/lmcore_run.py padding --tokenizer DIR --corpus F --cache DIR
+    python bench/peers/lmcore_run.py flops --setup JSON --tokenizer DIR --corpus F --cache DIR
 
 Everything goes through the engine's public front door (LanguageModelingModel) except `prepare` and `padding`,
 which call the feature cache (lmcore.data.features) directly to time it alone. Each job prints one BENCH_RESULT line.
@@ -40,6 +41,10 @@ def model_args(setup: dict, ns) -> dict:
         args["max_steps"] = ns.steps
     if getattr(ns, "mixed_precision", None):
         args["mixed_precision"] = ns.mixed_precision
+    if getattr(ns, "compile", False):
+        args["compile"] = True
+    if getattr(ns, "seed", None) is not None:
+        args["manual_seed"] = ns.seed
     return args
 
 
@@ -69,7 +74,8 @@ def cmd_train(ns) -> dict:
     details = lm.training_details
     result = {"train_s": time.perf_counter() - start, "steps": step, "tokens_seen": details["tokens_seen"],
               "final_loss": details["train_loss"][-1] if details["train_loss"] else None,
-              "params": sum(p.numel() for p in lm.model.parameters())}
+              "params": sum(p.numel() for p in lm.model.parameters()), "compiled": details["compiled"],
+              "compile_warmup_s": details["compile_warmup_s"]}
     if ns.eval_file:
         result.update(_eval(lm, ns.eval_file))
     return result
@@ -97,6 +103,22 @@ def cmd_eval(ns) -> dict:
         seconds = min(seconds, time.perf_counter() - start)
     return {"eval_s": seconds, "tokens": features.num_tokens, "tokens_per_s": features.num_tokens / seconds,
             **result}
+
+
+def cmd_flops(ns) -> dict:
+    """FLOPs one training step of lmcore executes per position (torch's FLOP counter over a forward and backward
+    pass of the training module, as the engine's progress lines count them): the vocabulary projection only at
+    the positions the objective scores."""
+    import torch
+
+    from lmcore.training.hardware import measured_flops_per_position
+
+    lm = build(ns.setup, ns)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, len(lm.tokenizer), (1, BLOCK), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "index": torch.tensor([0])}
+    prepared = lm._objective().prepare(batch, lambda i: torch.Generator().manual_seed(int(i)))
+    return {"flops_per_position": measured_flops_per_position(lm._training_module(), lm._objective(), prepared)}
 
 
 def cmd_prepare(ns) -> dict:
@@ -144,7 +166,7 @@ def cmd_padding(ns) -> dict:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     p = argparse.ArgumentParser()
-    p.add_argument("job", choices=["tokenizer", "train", "prepare", "eval", "padding"])
+    p.add_argument("job", choices=["tokenizer", "train", "prepare", "eval", "padding", "flops"])
     p.add_argument("--setup", type=json.loads, default=None)
     p.add_argument("--tokenizer")
     p.add_argument("--corpus", required=True)
@@ -153,12 +175,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--mixed-precision")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--seed", type=int, default=None)
     p.add_argument("--eval-file")
     p.add_argument("--reprocess", action="store_true")
     p.add_argument("--dataset-type", default="simple")
     ns = p.parse_args()
     jobs = {"tokenizer": cmd_tokenizer, "train": cmd_train, "prepare": cmd_prepare, "eval": cmd_eval,
-            "padding": cmd_padding}
+            "padding": cmd_padding, "flops": cmd_flops}
     report(jobs[ns.job](ns))
 
 

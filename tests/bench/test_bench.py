@@ -30,12 +30,19 @@ def test_quick_bench_runs_and_reports_figures(tmp_path):
     assert _positive(s["peak"]["fp32_gflops"]) and _positive(s["peak"]["bf16_gflops"])
 
     rows = s["train"]["rows"]
-    assert {row["system"] for row in rows} >= {"lmcore"}
+    assert {row["system"] for row in rows} >= {"lmcore", "lmcore-fp32", "lmcore-compile"}
     for row in rows:
         # Tiny models for a few steps: the per-step difference is noise, but every run must have happened.
         assert all(_positive(w) for walls in row["walls"].values() for w in walls)
         assert math.isfinite(row["per_step_s"]) and _positive(row["flops_per_token"])
         assert _positive(row["peak_rss_mb"])
+        # What lmcore executes for MLM is less than the model FLOPs (only masked positions reach the vocabulary);
+        # a peer executes about the model FLOPs.
+        assert 0 < row["executed_flops_per_token"] <= row["flops_per_token"] * 1.01
+        if row["system"] == "lmcore":
+            assert row["executed_flops_per_token"] < 0.95 * row["flops_per_token"]
+    compiled = next(row for row in rows if row["system"] == "lmcore-compile")
+    assert _positive(compiled["compile_warmup_s"])
 
     data = s["data"]
     assert _positive(data["lmcore"]["mb_per_s"]) and _positive(data["lmcore"]["cached_s"])
@@ -44,6 +51,7 @@ def test_quick_bench_runs_and_reports_figures(tmp_path):
     assert 0 <= s["padding"]["lmcore_padding"] < 1 and 0 < s["padding"]["dynamic_padding"] < 1
     for row in s["quality"]["rows"]:
         assert _positive(row["default"]) and _positive(row["fp32"]) and math.isfinite(row["diff_pct"])
+        assert len(row["default_runs"]) == len(row["fp32_runs"]) == len(row["seeds"]) >= 1
 
     # The printed report is the RESULTS.md text: a targets table and one table per section.
     for heading in ("## Targets", "## Matmul peak", "## Training", "## Data preparation", "## Evaluation",

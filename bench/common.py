@@ -66,10 +66,18 @@ class Setup:
                 "generator_config": self.generator_config}
 
 
-def setups(quick: bool) -> list[Setup]:
+# --device cuda: BERT-base shapes (and GPT-2 small's); ELECTRA-Base's generator at a third of the width.
+BASE_ENCODER = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}
+BASE_GPT2 = {"n_embd": 768, "n_layer": 12, "n_head": 12, "n_inner": 3072}
+BASE_GENERATOR = {"hidden_size": 256, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 1024}
+
+
+def setups(quick: bool, base: bool = False) -> list[Setup]:
     enc, gpt, gen = (TINY_ENCODER, TINY_GPT2, TINY_GENERATOR) if quick else (ENCODER, GPT2, GENERATOR)
     # ELECTRA-Small's shared embedding width, set explicitly so both ELECTRA implementations build the same pair.
     embedding = 32 if quick else 128
+    if base:
+        enc, gpt, gen, embedding = BASE_ENCODER, BASE_GPT2, BASE_GENERATOR, 768
     return [Setup("BERT-MLM", "bert", True, enc), Setup("GPT-2-CLM", "gpt2", False, gpt),
             Setup("ELECTRA", "electra", True, {**enc, "embedding_size": embedding},
                   {**gen, "embedding_size": embedding})]

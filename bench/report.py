@@ -53,7 +53,8 @@ def render(r: dict) -> str:
 def _machine(r: dict) -> str:
     m = r["machine"]
     flags = ", ".join(m["cpu_flags"]) if "cpu_flags" in m else "not recorded"
-    return (f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, avx512_bf16: "
+    gpu = f"GPU {m['gpu']} (the models train there); " if m.get("device") == "cuda" else ""
+    return (f"Machine: {gpu}{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB RAM, avx512_bf16: "
             f"{'yes' if m['avx512_bf16'] else 'no'} (CPU flags: {flags}); torch {m['torch']}, transformers {m['transformers']}, "
             f"Python {m['python']}. Date: {r['date']}.\n\n"
             "| section | measured by | date | lmcore commit | minutes |\n|---|---|---|---|---|\n"
@@ -91,6 +92,8 @@ def compute_dtype(system: str, machine: dict) -> str:
     the CPU has it natively (AVX512-BF16 or AMX), fp32 elsewhere; the Trainer's bf16 and compiled rows run its
     bf16=True there; lmcore-fp32, the plain Trainer and Simple Transformers run fp32."""
     native = machine.get("avx512_bf16") or "amx_bf16" in machine.get("cpu_flags", [])
+    if machine.get("device") == "cuda":  # "auto" on a GPU: bf16 where it has it (every card this bench targets)
+        native = True
     best = ("lmcore", "lmcore-compile", "trainer-bf16", "trainer-compile")
     return "bf16" if system in best and native else "fp32"
 
@@ -103,8 +106,11 @@ def _name(system: str, machine: dict) -> str:
 
 def _train(t: dict, peak: dict | None, targets, machine: dict) -> str:
     short, long_ = t["steps"]
+    counts = sorted({len(r.get("train_call_s", {}).get(str(short), [])) or t["rounds"] for r in t["rows"]})
+    rounds = (f"{counts[0]}" if len(counts) == 1 else
+              f"{counts[0]}-{counts[-1]} (rows re-run with --systems have more)")
     rows = [f"## Training (batch 32 x block 128 = {t['tokens_per_step']} tokens/step)", "",
-            f"Time per step = (best {long_}-step run - best {short}-step run) / {long_ - short}, over {t['rounds']} "
+            f"Time per step = (best {long_}-step run - best {short}-step run) / {long_ - short}, over {rounds} "
             "interleaved round(s), each run a fresh process, timed around the system's own train call "
             "(lmcore train_model, Trainer.train, Simple Transformers train_model; the feature cache is warm, and "
             "each compiled system ran once before, so inductor's cache is too); the same difference of "

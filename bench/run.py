@@ -46,17 +46,21 @@ class Bench:
 
     def __init__(self, ns, work: Path):
         self.ns, self.work = ns, work
-        self.setups = common.setups(ns.quick)
-        # --quick only checks that every part runs, on BERT alone (3 minutes on 2 busy cores).
-        self.train_setups = self.setups[:1] if ns.quick else self.setups
+        gpu = ns.device == "cuda"
+        self.setups = common.setups(ns.quick and not gpu, base=gpu)
+        # --quick only checks that every part runs, on BERT alone (3 minutes on 2 busy cores); on a GPU it measures
+        # the three objectives at BERT-base shapes.
+        self.train_setups = self.setups[:1] if ns.quick and not gpu else self.setups
         self.results: dict = {"sections": {}, "notes": []}
         self.tokenizers: dict[str, str] = {}
         self.corpus = str(work / "train.txt")
-        common.repeat_corpus(Path(self.corpus), ns.train_kb * 1024) if ns.quick else shutil.copy(SAMPLE,
+        common.repeat_corpus(Path(self.corpus), ns.train_kb * 1024) if ns.train_kb else shutil.copy(SAMPLE,
                                                                                                   self.corpus)
 
     # ---- workers ----------------------------------------------------------------------------------------------
     def lmcore(self, job: str, setup: Setup | None = None, **kw) -> common.Measured:
+        if self.ns.device == "cuda" and job in ("train", "flops", "eval"):
+            kw.setdefault("device", "cuda")
         return self._worker([sys.executable, str(PEERS / "lmcore_run.py"), job], setup, kw)
 
     def trainer(self, setup: Setup, **kw) -> common.Measured:
@@ -98,6 +102,8 @@ class Bench:
         its fp32 path and its compiled path; the Trainer in fp32, with its own bf16=True where the CPU runs bf16
         natively, and with torch_compile=True (in bf16 there); Simple Transformers as it runs."""
         have = ["lmcore", "lmcore-fp32", "lmcore-compile"]
+        if self.ns.device == "cuda":  # the GPU quick bench: lmcore's default (bf16), compiled on request
+            return [s for s in self.ns.systems or ["lmcore"] if s.startswith("lmcore")]
         if self.ns.skip_trainer or not common.trainer_available():
             self.note("transformers Trainer skipped: accelerate not installed in bench/.deps-trainer")
         else:
@@ -123,7 +129,7 @@ class Bench:
 
 def section_peak(b: Bench) -> dict:
     m = run_worker([sys.executable, str(PEERS / "matmul_peak.py"), "--size", str(b.ns.peak_size),
-                    "--seconds", str(b.ns.peak_seconds)], timeout=b.ns.timeout)
+                    "--seconds", str(b.ns.peak_seconds), "--device", b.ns.device], timeout=b.ns.timeout)
     log(f"matmul peak: fp32 {m.result['fp32_gflops']:.0f} GFLOP/s, bf16 {m.result['bf16_gflops']:.0f} GFLOP/s")
     return m.result
 
@@ -184,7 +190,8 @@ def section_train(b: Bench) -> dict:
     systems = b.systems()
     # The Trainer has no ELECTRA objective (transformers ships no ELECTRA pre-training collator or loss).
     pairs = [(s, st) for st in b.train_setups for s in systems if not (s == "trainer" and st.model_type == "electra")]
-    cold = {} if b.ns.quick else warm_up(b, pairs)  # --quick: the figures mean nothing anyway
+    # --quick on the CPU: tiny models, the figures mean nothing anyway; on a GPU they are the measurement.
+    cold = {} if b.ns.quick and b.ns.device == "cpu" else warm_up(b, pairs)
     short, long_ = b.ns.steps
     walls: dict[tuple, dict[int, list]] = {(s, st.name): {short: [], long_: []} for s, st in pairs}
     inner: dict[tuple, dict[int, list]] = {(s, st.name): {short: [], long_: []} for s, st in pairs}
@@ -346,20 +353,28 @@ def machine() -> dict:
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
-    return {"cpu": model, "cores": __import__("os").cpu_count(), "memory_gb": round(mem / 2**20, 1),
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": model, "cores": __import__("os").cpu_count(), "memory_gb": round(mem / 2**20, 1), "gpu": gpu,
             "avx512_bf16": "avx512_bf16" in flags, "cpu_flags": [f for f in wanted if f in flags],
             "torch": torch.__version__, "python": platform.python_version(),
-            "transformers": __import__("transformers").__version__, "lmcore_commit": _git_head()}
+            "transformers": __import__("transformers").__version__, "lmcore_commit": engine_commit()}
 
 
-def _git_head() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.ROOT, capture_output=True, text=True)
-    return done.stdout.strip()
+def engine_commit() -> str:
+    """The last commit that changed lmcore/ (a commit to the bench alone measures the same engine), "+dirty" when
+    lmcore/ has uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=common.ROOT, capture_output=True, text=True).stdout.strip()
+
+    return git("log", "-1", "--format=%h", "--", "lmcore") + ("+dirty" if git("status", "--porcelain", "--", "lmcore")
+                                                              else "")
 
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke test: tiny models and corpora, no installs")
+    p.add_argument("--quick", action="store_true", help="smoke test: tiny models and corpora, no installs "
+                   "(with --device cuda: the three objectives at BERT-base shapes, lmcore only, a few minutes)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the models train")
     p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     p.add_argument("--rounds", type=int, default=None, help="interleaved rounds of training runs (best taken)")
     p.add_argument("--steps", default=None, help="SHORT,LONG training steps whose difference gives s/step")
@@ -395,6 +410,12 @@ def parse(argv=None) -> argparse.Namespace:
     if unknown:
         p.error(f"--only: unknown section(s) {unknown}; choose from {SECTIONS}")
     ns.train_kb, ns.peak_size, ns.peak_seconds = (256, 1024, 1.0) if quick else (0, 2048, 3.0)
+    if ns.device == "cuda":
+        if "--only" not in (argv if argv is not None else sys.argv):
+            ns.only = ["peak", "train"]
+        ns.train_kb, ns.peak_size, ns.peak_seconds = 0, 8192, 2.0
+        ns.steps = (2, 12) if quick else ns.steps
+        ns.rounds = 1 if quick else ns.rounds
     if quick:
         ns.no_install = True
     return ns
@@ -419,7 +440,7 @@ def main(argv=None) -> int:
                     "padding": section_padding, "quality": section_quality}
     with tempfile.TemporaryDirectory(prefix="lmcore-bench-") as tmp:
         b = Bench(ns, Path(tmp))
-        b.results.update({"machine": machine(), "date": datetime.date.today().isoformat(), "quick": ns.quick,
+        b.results.update({"machine": {**machine(), "device": ns.device}, "date": datetime.date.today().isoformat(), "quick": ns.quick,
                           "command": "python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv)})
         for name in (s for s in SECTIONS if s in ns.only):
             section_start = time.time()
@@ -432,18 +453,31 @@ def main(argv=None) -> int:
     if ns.json:
         Path(ns.json).write_text(json.dumps(b.results, indent=2))
     if ns.write_results:
-        write_results(b.results)
+        write_gpu_results(b.results) if ns.device == "cuda" else write_results(b.results)
     return 0
+
+
+def write_gpu_results(results: dict) -> None:
+    """A GPU run's figures: bench/results-cuda.json and their own RESULTS.md section (the CPU figures stay)."""
+    (common.BENCH / "results-cuda.json").write_text(json.dumps(results, indent=2))
+    body = report.render(results).split("\n", 1)[1].replace("\n## ", "\n### ")
+    common.write_marked_section("<!-- gpu_quick: begin -->\n## GPU quick bench (`bench/run.py --device cuda "
+                                f"--quick`), {results['machine'].get('gpu')}\n{body}\n<!-- gpu_quick: end -->")
+    log("wrote bench/results-cuda.json and the GPU section of bench/RESULTS.md")
 
 
 def merge_train_rounds(old: dict | None, new: dict | None) -> None:
     """A re-run of the train section with the same step counts adds its runs to the recorded rounds (the best run
     of each kind is what counts, so more rounds only remove noise); `new` is updated in place. Only rounds of the
-    same engine commit are pooled: an older engine's best run must not stand in for the current one's."""
+    same engine commit are pooled: an older engine's best run must not stand in for the current one's. A re-run of
+    some systems only (--systems) keeps the recorded rows of the others."""
     if not old or not new or old.get("steps") != new["steps"] or old.get("setups") != new["setups"]:
         return
-    if old.get("measured", {}).get("commit") != new.get("measured", {}).get("commit"):
+    commit = new.get("measured", {}).get("commit", "")
+    if old.get("measured", {}).get("commit") != commit or commit.endswith("+dirty"):
         return
+    rerun = {(row["system"], row["setup"]) for row in new["rows"]}
+    kept = [row for row in old["rows"] if (row["system"], row["setup"]) not in rerun]
     short, long_ = new["steps"]
     recorded = {(row["system"], row["setup"]): row for row in old["rows"]}
     for row in new["rows"]:
@@ -458,6 +492,15 @@ def merge_train_rounds(old: dict | None, new: dict | None) -> None:
         row["per_step_wall_s"] = _per_step(as_int["walls"], short, long_)
         row["tokens_per_s"] = BATCH * BLOCK / row["per_step_s"] if row["per_step_s"] > 0 else None
         row["peak_rss_mb"] = max(row["peak_rss_mb"], before["peak_rss_mb"])
+        for key in ("cold", "compile_warmup_s"):
+            if before.get(key) and not row.get(key):
+                row[key] = before[key]
+    order = [(row["system"], row["setup"]) for row in old["rows"]]
+    rows = kept + new["rows"]
+    rows.sort(key=lambda r: order.index((r["system"], r["setup"])) if (r["system"], r["setup"]) in order
+              else len(order))
+    new["rows"] = rows
+    # rounds: those of the rows re-run (a row kept as it was keeps its own runs in walls / train_call_s)
     new["rounds"] = old.get("rounds", 0) + new["rounds"]
 
 

@@ -26,7 +26,8 @@ from bench.common import BATCH, BLOCK, VOCAB, report  # noqa: E402
 
 
 def model_args(setup: dict, ns) -> dict:
-    args = {"vocab_size": VOCAB, "max_seq_length": BLOCK, "train_batch_size": BATCH, "eval_batch_size": BATCH,
+    block, batch = getattr(ns, "block", None) or BLOCK, getattr(ns, "batch", None) or BATCH
+    args = {"vocab_size": VOCAB, "max_seq_length": block, "train_batch_size": batch, "eval_batch_size": batch,
             "cache_dir": ns.cache, "reprocess_input_data": False, "output_dir": ns.out or str(Path(ns.cache) / "out"),
             "overwrite_output_dir": True, "save_steps": -1, "save_model_every_epoch": False,
             "logging_steps": 10_000, "mlm": setup["mlm"], "learning_rate": ns.lr, "warmup_ratio": 0.1}
@@ -52,7 +53,7 @@ def build(setup: dict, ns, train_files=None):
     from lmcore import LanguageModelingModel
 
     return LanguageModelingModel(setup["model_type"], None, args=model_args(setup, ns), train_files=train_files,
-                                 use_cuda=False)
+                                 use_cuda=getattr(ns, "device", "cpu") == "cuda")
 
 
 def cmd_tokenizer(ns) -> dict:
@@ -115,9 +116,10 @@ def cmd_flops(ns) -> dict:
 
     lm = build(ns.setup, ns)
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(5, len(lm.tokenizer), (1, BLOCK), generator=g)
+    ids = torch.randint(5, len(lm.tokenizer), (1, ns.block or BLOCK), generator=g)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "index": torch.tensor([0])}
     prepared = lm._objective().prepare(batch, lambda i: torch.Generator().manual_seed(int(i)))
+    prepared = {k: v.to(lm.device) if isinstance(v, torch.Tensor) else v for k, v in prepared.items()}
     return {"flops_per_position": measured_flops_per_position(lm._training_module(), lm._objective(), prepared)}
 
 
@@ -177,6 +179,9 @@ def main() -> None:
     p.add_argument("--mixed-precision")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--block", type=int, default=None, help="block length (default: the bench's)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--batch", type=int, default=None, help="examples per step and rank (default: the bench's)")
     p.add_argument("--eval-file")
     p.add_argument("--reprocess", action="store_true")
     p.add_argument("--dataset-type", default="simple")

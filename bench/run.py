@@ -530,7 +530,9 @@ def write_results(results: dict) -> None:
         old = json.loads(path.read_text())
         if not old.get("quick"):
             # Notes about a session's conditions lapse once its training figures are re-measured.
-            kept = [] if "train" in results["sections"] else old.get("notes", [])
+            # A re-run of some systems only (--systems) keeps them: the other rows stand as measured.
+            partial = "--systems" in results["command"]
+            kept = [] if "train" in results["sections"] and not partial else old.get("notes", [])
             merge_train_rounds(old["sections"].get("train"), results["sections"].get("train"))
             merge_quality_rows(old["sections"].get("quality"), results["sections"].get("quality"))
             peaks = [p for p in (old["sections"].get("peak"), results["sections"].get("peak")) if p]

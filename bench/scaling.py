@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
-from bench.common import PEERS, Setup, run_worker  # noqa: E402
+from bench.common import PEERS, Setup  # noqa: E402
 from bench.run import Bench, machine, native_bf16, parse, section_peak  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent

@@ -240,7 +240,8 @@ def train_step(stepper: Stepper, micro: list[dict]) -> StepResult:
     for k, prepared in enumerate(micro):
         on_device = to_device(prepared, s.device)
         sync = k == len(micro) - 1 or dist.world() == 1
-        with (contextlib.nullcontext() if sync else s.module.no_sync()), s.precision.autocast():
+        with (contextlib.nullcontext() if sync else s.module.no_sync()), s.precision.autocast(), \
+                hardware.cpu_dropout(s.device):
             parts = s.objective.loss_sums(s.module, on_device)
         parts = torch.stack([parts[t].float() for t in s.objective.terms])
         # Each term's sum over its tokens in the whole step, all processes (DDP averages the gradients over

@@ -109,13 +109,23 @@ def _train(t: dict, peak: dict | None, targets, machine: dict) -> str:
     counts = sorted({len(r.get("train_call_s", {}).get(str(short), [])) or t["rounds"] for r in t["rows"]})
     rounds = (f"{counts[0]}" if len(counts) == 1 else
               f"{counts[0]}-{counts[-1]} (rows re-run with --systems have more)")
+    by_run: dict[tuple, list[str]] = {}
+    for r in t["rows"]:
+        m = r.get("measured") or t.get("measured") or {}
+        names = by_run.setdefault((m.get("date"), m.get("commit"), m.get("command")), [])
+        if _name(r["system"], machine) not in names:
+            names.append(_name(r["system"], machine))
+    provenance = "" if len(by_run) < 2 else " Rows measured in separate runs of the same machine: " + "; ".join(
+        f"{', '.join(names)}: `{command}`, {date}, lmcore {commit}" for (date, commit, command), names in
+        by_run.items()) + "."
     rows = [f"## Training (batch 32 x block 128 = {t['tokens_per_step']} tokens/step)", "",
             f"Time per step = (best {long_}-step run - best {short}-step run) / {long_ - short}, over {rounds} "
             "interleaved round(s), each run a fresh process, timed around the system's own train call "
             "(lmcore train_model, Trainer.train, Simple Transformers train_model; the feature cache is warm, and "
             "each compiled system ran once before, so inductor's cache is too); the same difference of "
             "whole-process wall times is shown beside it. Every peer is shown at its best settings beside its "
-            "default: the Trainer with its own `bf16=True` (where the CPU has native bf16) and `torch_compile=True`.",
+            "default: the Trainer with its own `bf16=True` (where the CPU has native bf16) and `torch_compile=True`."
+            + provenance,
             "",
             "Utilisation, both against the measured matmul peak of the dtype the row computes in: **MFU** = model "
             "FLOPs/token (bench/flops.py: 6 · (non-embedding params + LM head d·V) + 12 · L · T · d, the formula of "

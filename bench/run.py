@@ -104,12 +104,17 @@ class Bench:
         have = ["lmcore", "lmcore-fp32", "lmcore-compile"]
         if self.ns.device == "cuda":  # the GPU quick bench: lmcore's default (bf16), compiled on request
             return [s for s in self.ns.systems or ["lmcore"] if s.startswith("lmcore")]
-        if self.ns.skip_trainer or not common.trainer_available():
+        wanted = self.ns.systems or ["trainer", "simpletransformers"]
+        if not any(s.startswith("trainer") for s in wanted):
+            pass
+        elif self.ns.skip_trainer or not common.trainer_available():
             self.note("transformers Trainer skipped: accelerate not installed in bench/.deps-trainer")
         else:
             have += ["trainer", "trainer-bf16", "trainer-compile"] if native_bf16() else ["trainer",
                                                                                           "trainer-compile"]
-        if self.ns.skip_st or not common.st_available():
+        if "simpletransformers" not in wanted:
+            pass
+        elif self.ns.skip_st or not common.st_available():
             self.note("Simple Transformers skipped: bench/.venv-st is not installed")
         else:
             have.append("simpletransformers")
@@ -467,23 +472,28 @@ def write_gpu_results(results: dict) -> None:
 
 
 def merge_train_rounds(old: dict | None, new: dict | None) -> None:
-    """A re-run of the train section with the same step counts adds its runs to the recorded rounds (the best run
-    of each kind is what counts, so more rounds only remove noise); `new` is updated in place. Only rounds of the
-    same engine commit are pooled: an older engine's best run must not stand in for the current one's. A re-run of
-    some systems only (--systems) keeps the recorded rows of the others."""
+    """Fold a re-run of the train section into the recorded one (`new` is updated in place). Rows of systems not
+    re-run (--systems) stay as recorded, each with the command, date and engine commit that measured it: a peer's
+    figures do not depend on lmcore's code. A row re-run with the same step counts on the same engine commit adds
+    its runs to the recorded rounds (the best run of each kind is what counts, so more rounds only remove noise);
+    an older engine's best run never stands in for the current one's."""
     if not old or not new or old.get("steps") != new["steps"] or old.get("setups") != new["setups"]:
         return
+    for row in new["rows"]:
+        row.setdefault("measured", new.get("measured"))
+    for row in old["rows"]:
+        row.setdefault("measured", old.get("measured"))
     commit = new.get("measured", {}).get("commit", "")
-    if old.get("measured", {}).get("commit") != commit or commit.endswith("+dirty"):
-        return
     rerun = {(row["system"], row["setup"]) for row in new["rows"]}
     kept = [row for row in old["rows"] if (row["system"], row["setup"]) not in rerun]
     short, long_ = new["steps"]
     recorded = {(row["system"], row["setup"]): row for row in old["rows"]}
+    pooled = 0
     for row in new["rows"]:
         before = recorded.get((row["system"], row["setup"]))
-        if before is None:
+        if before is None or before["measured"].get("commit") != commit or commit.endswith("+dirty"):
             continue
+        pooled = max(pooled, len(before.get("train_call_s", {}).get(str(short), [])))
         for clock in ("walls", "train_call_s"):
             for k in row[clock]:
                 row[clock][k] = before.get(clock, {}).get(k, []) + row[clock][k]
@@ -500,8 +510,7 @@ def merge_train_rounds(old: dict | None, new: dict | None) -> None:
     rows.sort(key=lambda r: order.index((r["system"], r["setup"])) if (r["system"], r["setup"]) in order
               else len(order))
     new["rows"] = rows
-    # rounds: those of the rows re-run (a row kept as it was keeps its own runs in walls / train_call_s)
-    new["rounds"] = old.get("rounds", 0) + new["rounds"]
+    new["rounds"] = pooled + new["rounds"]
 
 
 def merge_quality_rows(old: dict | None, new: dict | None) -> None:

@@ -69,6 +69,12 @@ def cmd_tokenizer(ns) -> dict:
 
 
 def cmd_train(ns) -> dict:
+    if getattr(ns, "torch_dropout", False):  # bench/cpu_dropout.py's reference: torch's own bernoulli_ masks
+        import contextlib
+
+        from lmcore.training import hardware
+
+        hardware.cpu_dropout = lambda device: contextlib.nullcontext()
     lm = build(ns.setup, ns)
     start = time.perf_counter()
     step, _ = lm.train_model(ns.corpus, output_dir=ns.out)
@@ -179,6 +185,7 @@ def main() -> None:
     p.add_argument("--mixed-precision")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--torch-dropout", action="store_true", help="torch's dropout masks instead of the engine's")
     p.add_argument("--block", type=int, default=None, help="block length (default: the bench's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch", type=int, default=None, help="examples per step and rank (default: the bench's)")

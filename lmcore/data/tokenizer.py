@@ -43,8 +43,9 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
     vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
     settings = {"type": spec.name, "vocab": vocab_size, "min_freq": args.min_frequency,
                 "lower": args.do_lower_case, "special": args.special_tokens,
-                # byte-level BPE and unigram train as they always did: their cached tokenizers stay valid
-                "v": TRAINING_VERSION if spec.tokenizer_kind in ("wordpiece", "bpe") else 1}
+                # byte-level BPE trains as it always did: its cached tokenizers stay valid
+                "v": TRAINING_VERSION if spec.tokenizer_kind in ("wordpiece", "bpe") else
+                UNIGRAM_VERSION if spec.tokenizer_kind == "unigram" else 1}
     if spec.tokenizer_kind == "wordpiece":  # only WordPiece has these knobs: other kinds keep their cache keys
         settings.update(clean=args.clean_text, accents=args.strip_accents, cjk=args.handle_chinese_chars)
     data_format = args.data_format if args.use_hf_datasets else None
@@ -89,6 +90,8 @@ def train_tokenizer(spec: ModelType, files: list[Path], args: LanguageModelingAr
 
 TRAINING_VERSION = 2
 """Bumped when the same text and settings would train another vocabulary (2: derived tokens numbered in order)."""
+UNIGRAM_VERSION = 2
+"""The same for unigram tokenizers (2: pieces numbered in sorted order)."""
 
 
 def train_repeatably(base, texts, train_kwargs: dict):
@@ -104,7 +107,7 @@ def train_repeatably(base, texts, train_kwargs: dict):
     reserved tokens, which the trainer numbers before anything else; they are ordinary vocabulary entries again in
     the tokenizer returned. Costs one more read of the corpus for the kinds that derive tokens."""
     if not _derives_tokens(base):
-        return base.train_new_from_iterator(_batches(texts()), **train_kwargs)
+        return _pieces_in_order(base.train_new_from_iterator(_batches(texts()), **train_kwargs))
     extra = list(train_kwargs.get("new_special_tokens") or [])
     probe = base.train_new_from_iterator(_batches(texts()), **{**train_kwargs, "vocab_size": 1})
     reserved = {str(t) for t in probe.backend_tokenizer.get_added_tokens_decoder().values()}
@@ -119,6 +122,34 @@ def train_repeatably(base, texts, train_kwargs: dict):
     kwargs["tokenizer_object"] = Tokenizer.from_str(json.dumps(state))
     if extra:
         kwargs["extra_special_tokens"] = extra
+    return type(tok)(**kwargs)
+
+
+def _pieces_in_order(tok):
+    """A unigram tokenizer with its pieces numbered in sorted order after the special tokens (other kinds are
+    returned as they are). The unigram trainer numbers pieces by score, and its scores are not bit-reproducible
+    (its seed pieces come out of a hash table, so EM sums them in another order each time: measured up to 1e-4
+    apart on the same text), so near-equal pieces swapped ids from one training to the next. The same pieces are
+    learned every time; sorted, they get the same ids. Scores are kept (the Viterbi segmentation uses them, not
+    the ids)."""
+    state = json.loads(tok.backend_tokenizer.to_str())
+    model = state["model"]
+    if model["type"] != "Unigram":
+        return tok
+    special = {t["content"] for t in state["added_tokens"]}
+    vocab = model["vocab"]
+    lead = next((i for i, (piece, _) in enumerate(vocab) if piece not in special), len(vocab))
+    if any(piece in special for piece, _ in vocab[lead:]):  # special tokens not all first: leave it as trained
+        return tok
+    ordered = vocab[:lead] + sorted(vocab[lead:], key=lambda entry: entry[0])
+    new_id = {piece: i for i, (piece, _) in enumerate(ordered)}
+    if model.get("unk_id") is not None:
+        model["unk_id"] = new_id[vocab[model["unk_id"]][0]]
+    model["vocab"] = ordered
+    for token in state["added_tokens"]:
+        token["id"] = new_id.get(token["content"], token["id"])
+    kwargs = {k: v for k, v in tok.init_kwargs.items() if k != "tokenizer_object"}
+    kwargs["tokenizer_object"] = Tokenizer.from_str(json.dumps(state))
     return type(tok)(**kwargs)
 
 

@@ -92,3 +92,27 @@ def test_the_electra_pair_gets_identical_tokenizers(text_file, tmp_path):
     assert len(tokenizer_json) == 3  # the pair's folder, the generator's, the discriminator's
     assert len({first[k] for k in tokenizer_json}) == 1
     assert first == second
+
+
+def test_two_unigram_trainings_agree_on_every_piece_and_id(text_file, tmp_path):
+    """CamemBERT's unigram tokenizer: the same pieces, ids and encodings from two trainings (pieces numbered in
+    sorted order after the special tokens; without that, near-equal pieces swapped ids). Each piece's score, a
+    log probability from the trainer's EM, may differ in its last digits (measured up to 1e-4), nothing more."""
+    runs = []
+    for name in ("first", "second"):
+        args = LanguageModelingArgs(vocab_size=2000, cache_dir=str(tmp_path / name), special_tokens=["<x-a>"])
+        tok = train_tokenizer(get_model_type("camembert"), [text_file], args, 64)
+        assert Path(tok.name_or_path).is_relative_to(tmp_path / name)
+        model = json.loads(tok.backend_tokenizer.to_str())["model"]
+        assert model["type"] == "Unigram"
+        runs.append((tok.get_vocab(), tok(PROBE + ["a <x-a> b"])["input_ids"], model, tok))
+    (vocab_a, ids_a, model_a, tok), (vocab_b, ids_b, model_b, _) = runs
+    assert len(vocab_a) > 1000 and vocab_a == vocab_b and ids_a == ids_b
+    assert [piece for piece, _ in model_a["vocab"]] == [piece for piece, _ in model_b["vocab"]]
+    assert [score for _, score in model_a["vocab"]] == pytest.approx([score for _, score in model_b["vocab"]],
+                                                                      abs=1e-3)
+    # the special tokens keep their ids and roles, the unknown piece is still the unknown piece
+    assert tok.convert_ids_to_tokens(model_a["unk_id"]) == tok.unk_token
+    assert tok.convert_ids_to_tokens(ids_a[0][:1] + ids_a[0][-1:]) == [tok.bos_token, tok.eos_token]
+    assert "<x-a>" in tok.tokenize("a <x-a> b")
+    assert tok.decode(ids_a[0], skip_special_tokens=True).strip() == PROBE[0]

@@ -366,13 +366,15 @@ def machine() -> dict:
 
 
 def engine_commit() -> str:
-    """The last commit that changed lmcore/ (a commit to the bench alone measures the same engine), "+dirty" when
-    lmcore/ has uncommitted changes."""
+    """The last commit that changed what lmcore's rows run: lmcore/ and the bench's lmcore worker (a commit to the
+    rest of the bench measures the same engine); "+dirty" when those paths have uncommitted changes, "unknown"
+    outside a git checkout (never pooled)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=common.ROOT, capture_output=True, text=True).stdout.strip()
 
-    return git("log", "-1", "--format=%h", "--", "lmcore") + ("+dirty" if git("status", "--porcelain", "--", "lmcore")
-                                                              else "")
+    paths = ("lmcore", "bench/peers/lmcore_run.py", "bench/common.py")
+    commit = git("log", "-1", "--format=%h", "--", *paths)
+    return (commit + ("+dirty" if git("status", "--porcelain", "--", *paths) else "")) if commit else "unknown"
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -471,13 +473,21 @@ def write_gpu_results(results: dict) -> None:
     log("wrote bench/results-cuda.json and the GPU section of bench/RESULTS.md")
 
 
-def merge_train_rounds(old: dict | None, new: dict | None) -> None:
+def merge_train_rounds(old: dict | None, new: dict | None, same_machine: bool = True,
+                       partial: bool = False) -> None:
     """Fold a re-run of the train section into the recorded one (`new` is updated in place). Rows of systems not
     re-run (--systems) stay as recorded, each with the command, date and engine commit that measured it: a peer's
     figures do not depend on lmcore's code. A row re-run with the same step counts on the same engine commit adds
     its runs to the recorded rounds (the best run of each kind is what counts, so more rounds only remove noise);
-    an older engine's best run never stands in for the current one's."""
-    if not old or not new or old.get("steps") != new["steps"] or old.get("setups") != new["setups"]:
+    an older engine's best run never stands in for the current one's. Nothing is pooled or kept across machines;
+    a partial re-run that cannot be merged (other steps, models or machine) is refused before anything is written.
+    """
+    if not old or not new:
+        return
+    if old.get("steps") != new["steps"] or old.get("setups") != new["setups"] or not same_machine:
+        if partial:
+            raise SystemExit("bench: a --systems re-run merges into the recorded train section only with its steps "
+                             f"({old.get('steps')}), models and machine: re-run every system, or use those --steps")
         return
     for row in new["rows"]:
         row.setdefault("measured", new.get("measured"))
@@ -491,7 +501,8 @@ def merge_train_rounds(old: dict | None, new: dict | None) -> None:
     pooled = 0
     for row in new["rows"]:
         before = recorded.get((row["system"], row["setup"]))
-        if before is None or before["measured"].get("commit") != commit or commit.endswith("+dirty"):
+        if before is None or (before.get("measured") or {}).get("commit") != commit or \
+                commit.endswith(("+dirty", "unknown")):
             continue
         pooled = max(pooled, len(before.get("train_call_s", {}).get(str(short), [])))
         for clock in ("walls", "train_call_s"):
@@ -542,11 +553,12 @@ def write_results(results: dict) -> None:
             # A re-run of some systems only (--systems) keeps them: the other rows stand as measured.
             partial = "--systems" in results["command"]
             kept = [] if "train" in results["sections"] and not partial else old.get("notes", [])
-            merge_train_rounds(old["sections"].get("train"), results["sections"].get("train"))
+            same_machine = all(old.get("machine", {}).get(k) == results["machine"].get(k)
+                               for k in ("cpu", "cpu_flags", "cores", "torch", "transformers"))
+            merge_train_rounds(old["sections"].get("train"), results["sections"].get("train"), same_machine,
+                               partial)
             merge_quality_rows(old["sections"].get("quality"), results["sections"].get("quality"))
             peaks = [p for p in (old["sections"].get("peak"), results["sections"].get("peak")) if p]
-            same_machine = old.get("machine", {}).get("cpu_flags") == results["machine"].get("cpu_flags") and \
-                old.get("machine", {}).get("cpu") == results["machine"].get("cpu")
             results["sections"] = {**old.get("sections", {}), **results["sections"]}
             if len(peaks) == 2 and same_machine:  # the machine's peak: the best of its sessions' measurements
                 results["sections"]["peak"] = best_peak(*peaks)

@@ -200,8 +200,25 @@ class LanguageModelingModel:
         return quiet_engine(silent or self.args.silent)
 
     def _find_resume(self, out: Path) -> dict | None:
-        return resume_state(self.args, out, self._resume_state,
-                            lambda folder: self.family.load_weights(self.model, folder))
+        def load(folder: Path) -> None:
+            self.family.load_weights(self.model, folder)
+            self._checkpoint_tokenizer(folder)
+
+        return resume_state(self.args, out, self._resume_state, load)
+
+    def _checkpoint_tokenizer(self, folder: Path) -> None:
+        """Resume with the tokenizer the checkpoint's weights were trained with. A from-scratch model builds its
+        tokenizer anew (from the cache, or trained again), and another lmcore version may number the same tokens
+        otherwise (unigram pieces in sorted order since tokenizer version 2): resuming with those ids would train
+        the checkpoint's embeddings on scrambled tokens."""
+        if not (Path(folder) / "tokenizer_config.json").exists():
+            return
+        saved = load_tokenizer(str(folder))
+        if saved.get_vocab() != self.tokenizer.get_vocab():
+            log.warning("%s was trained with a tokenizer that numbers its tokens otherwise than the one built now: "
+                        "resuming with the checkpoint's own", folder)
+            saved.model_max_length = self.tokenizer.model_max_length
+            self.tokenizer = saved
 
     def _check_output_dir(self, out: Path, resuming: bool) -> None:
         if out.exists() and any(out.iterdir()) and not self.args.overwrite_output_dir and not resuming:

@@ -14,7 +14,7 @@ from prefect import task
 from lmcore import LanguageModelingArgs
 from lmcore.base.atomic import replace_folder
 from lmcore.models.registry import get_model_type
-from lmcore.data.tokenizer import TRAINING_VERSION
+from lmcore.data.tokenizer import TRAINING_VERSION, UNIGRAM_VERSION
 from lmcore.data.tokenizer import train_tokenizer as engine_train
 
 from . import tracking
@@ -28,7 +28,10 @@ SETTINGS = ("vocab_size", "min_frequency", "do_lower_case", "special_tokens", "s
 def _key_and_output(parameters: dict) -> tuple[str, Path]:
     args = parameters.get("args") or {}
     settings = {k: args.get(k) for k in SETTINGS}
-    key = digest(parameters["corpus_key"], parameters["model_type"], settings, TRAINING_VERSION)[:24]
+    version = [TRAINING_VERSION]
+    if get_model_type(parameters["model_type"]).tokenizer_kind == "unigram":  # other kinds keep their keys
+        version.append(UNIGRAM_VERSION)
+    key = digest(parameters["corpus_key"], parameters["model_type"], settings, *version)[:24]
     return key, pipeline_home() / "tokenizers" / key
 
 

@@ -17,10 +17,12 @@ fraction of the first one's warm-up. Where compiling fails (a model type dynamo 
 an old torch), the first step says why in one line and the run continues eager.
 
 The rule for `compile="auto"`, from bench/RESULTS.md (*Compiled path*, a 2-core AVX512-BF16 CPU, the bench's
-models): on the CPU a compiled step is no faster than lmcore's eager one (BERT bf16 1.03x, fp32 0.88x; GPT-2 fp32
-0.88x): the matmuls are most of the step, and the engine's eager path already fuses what inductor would (GELU,
-masked-only vocabulary projection, chunked loss), so the warm-up (15-45 s cold on 2 cores) is never earned back
-and "auto" stays eager on every CPU. On CUDA, where kernel launches and elementwise passes are a larger share,
+models, 2026-12-03): on the CPU a compiled step is at best 1.18x lmcore's eager one (BERT-MLM bf16; GPT-2 and
+ELECTRA 0.99x; fp32 0.88x in an earlier run): the matmuls are most of the step, and the engine's eager path
+already does what inductor would fuse (one-kernel GELU, masked-only vocabulary projection, chunked loss, cheap
+dropout masks). The cold warm-up (35-55 s on 2 cores) is earned back after about 570 steps of BERT-MLM and never
+by the others, and even a long MLM run stays under 1.2x, so "auto" stays eager on every CPU (`compile=True`
+chooses it for a long MLM run). On CUDA, where kernel launches and elementwise passes are a larger share,
 "auto" compiles runs that plan at least `AUTO_MIN_STEPS["cuda"]` steps (not measured here: no GPU was at hand).
 """
 
@@ -70,7 +72,8 @@ def decide(setting, precision: Precision, planned_steps: int) -> Decision:
     kind = precision.device_type
     least = AUTO_MIN_STEPS.get(kind)
     if least is None:
-        return Decision(False, f"auto: on {kind} a compiled step is no faster than an eager one (bench/RESULTS.md)")
+        return Decision(False, f"auto: on {kind} compiling does not earn back its warm-up, or only in long MLM "
+                               "runs and then by under 1.2x (bench/RESULTS.md); compile=True chooses it")
     if planned_steps < least:
         return Decision(False, f"auto: {planned_steps} steps planned, compiling pays from {least} on {kind} "
                                f"({precision.name})")

@@ -4,7 +4,7 @@ itself is `lmcore.training.precision`'s.
 
 Measured on 2-core CPUs with the bench model (BERT, hidden 256, 4 layers, block 128, batch 32; bench/RESULTS.md):
 attention by dtype and vector width (`choose_attention`); fused AdamW a few % faster; GPT-2's `gelu_new` as one
-tanh-GELU kernel instead of five elementwise passes; dropout masks from 16-bit slices of 32-bit draws on the CPU
+tanh-GELU kernel instead of five elementwise passes; dropout masks from 15-bit slices of 32-bit draws on the CPU
 (`cpu_dropout`), where torch's `bernoulli_` was 22-27% of a bf16 step (bench/RESULTS.md, the profile section).
 """
 
@@ -77,7 +77,8 @@ def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> tupl
     """(keep, scale): a boolean mask of `shape`, each element kept with probability 1 - p' (p' = p at 15 bits), and
     1 / (1 - p'). Two mask elements per 32-bit draw of the default generator (torch's int32 `random_` gives 31
     random bits: each 16-bit half is masked to 15), against one draw per element and a float conversion for
-    `bernoulli_`: measured 3-4x faster on the CPU. Seeded and resumed like every other draw of the generator."""
+    `bernoulli_`: a dropout's forward and backward measured 2.4x faster on 2 AMD EPYC cores. Seeded and resumed
+    like every other draw of the generator (the masks are not those torch's kernel would draw from the same seed)."""
     n = 1
     for size in shape:
         n *= size
@@ -102,8 +103,10 @@ class _CpuDropout(torch.overrides.TorchFunctionMode):
         if func is torch.nn.functional.dropout:
             bound = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
             x, p = bound["input"], bound.get("p", 0.5)
-            if bound.get("training", True) and not bound.get("inplace", False) and 0 < p < 1 and \
-                    x.device.type == "cpu" and x.is_floating_point():
+            # A p too close to 0 or 1 for 15 bits (below 2**-16 from either end) keeps torch's kernel.
+            if bound.get("training", True) and not bound.get("inplace", False) and \
+                    0 < round(p * (1 << DROP_BITS)) < (1 << DROP_BITS) and x.device.type == "cpu" and \
+                    x.is_floating_point():
                 return _fast_dropout(x, p)
         return func(*args, **kwargs)
 

@@ -60,3 +60,46 @@ def test_quick_bench_runs_and_reports_figures(tmp_path):
     # --quick never writes the recorded results.
     recorded = ROOT / "bench" / "results.json"
     assert not recorded.exists() or not json.loads(recorded.read_text()).get("quick")
+
+
+def _row(system, train_s, commit, date):
+    return {"system": system, "setup": "BERT-MLM", "per_step_s": (train_s[1] - train_s[0]) / 10,
+            "per_step_wall_s": 0.0, "tokens_per_s": 0.0, "peak_rss_mb": 100.0, "walls": {"2": [1.0], "12": [2.0]},
+            "train_call_s": {"2": [train_s[0]], "12": [train_s[1]]},
+            "measured": {"commit": commit, "date": date, "command": "python bench/run.py"}}
+
+
+def _section(rows, commit, date, steps=(2, 12)):
+    return {"steps": list(steps), "setups": ["s"], "rounds": 1, "rows": rows,
+            "measured": {"commit": commit, "date": date, "command": "python bench/run.py"}}
+
+
+def test_a_partial_train_rerun_keeps_the_peers_and_pools_only_the_same_engine():
+    """bench/run.py's merge of a `--systems` re-run into the recorded train section: the peers' rows stay with
+    their own provenance; a re-run row pools its runs with the recorded ones on the same engine commit only; a
+    re-run that cannot be merged is refused rather than written over the recorded figures."""
+    sys.path.insert(0, str(ROOT))
+    from bench.run import merge_train_rounds
+
+    old = _section([_row("lmcore", (5.0, 10.0), "aaa", "d1"), _row("trainer", (9.0, 20.0), "aaa", "d1")], "aaa",
+                   "d1")
+    same = _section([_row("lmcore", (4.0, 10.5), "aaa", "d2")], "aaa", "d2")
+    merge_train_rounds(json.loads(json.dumps(old)), same, partial=True)
+    assert [r["system"] for r in same["rows"]] == ["lmcore", "trainer"]
+    trainer = same["rows"][1]
+    assert trainer["measured"]["date"] == "d1" and trainer["per_step_s"] == pytest.approx(1.1)
+    lm = same["rows"][0]
+    assert lm["train_call_s"]["2"] == [5.0, 4.0] and lm["per_step_s"] == pytest.approx((10.0 - 4.0) / 10)
+
+    other = _section([_row("lmcore", (4.0, 10.5), "bbb", "d2")], "bbb", "d2")
+    merge_train_rounds(json.loads(json.dumps(old)), other, partial=True)
+    assert [r["system"] for r in other["rows"]] == ["lmcore", "trainer"]
+    assert other["rows"][0]["train_call_s"]["2"] == [4.0]  # another engine: not pooled
+    assert other["rows"][0]["per_step_s"] == pytest.approx(0.65)
+
+    with pytest.raises(SystemExit, match="--steps"):
+        merge_train_rounds(json.loads(json.dumps(old)), _section([_row("lmcore", (4.0, 10.5), "aaa", "d2")], "aaa",
+                                                                 "d2", steps=(2, 14)), partial=True)
+    with pytest.raises(SystemExit):
+        merge_train_rounds(json.loads(json.dumps(old)), json.loads(json.dumps(same)), same_machine=False,
+                           partial=True)

@@ -75,6 +75,38 @@ def test_resume_latest_and_save_total_limit(tmp_path, small_corpus):
     assert step == 3 * N and details["train_loss"][:2 * N] == full["train_loss"]
 
 
+def test_resume_takes_the_checkpoints_tokenizer_when_the_new_one_numbers_tokens_otherwise(tmp_path, small_corpus,
+                                                                                          caplog):
+    """A from-scratch run resumed by a model whose freshly built tokenizer gives some tokens other ids (another
+    lmcore version's tokenizer training, here two ids swapped by hand) continues with the checkpoint's tokenizer,
+    saying so, and matches the uninterrupted run."""
+    import json
+
+    args = tiny_args("bert", tmp_path, max_steps=2 * N, save_steps=N)
+    model = LanguageModelingModel("bert", None, args=args, train_files=small_corpus)
+    model.train_model(small_corpus)
+    ckpt = Path(args["output_dir"]) / f"checkpoint-{N}"
+    state = json.loads((ckpt / "tokenizer.json").read_text())
+    vocab = state["model"]["vocab"]
+    a, b = sorted(t for t, i in vocab.items() if i > 100)[:2]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    other = tmp_path / "other-tokenizer"
+    other.mkdir()
+    for f in ckpt.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "vocab")):
+            (other / f.name).write_bytes(f.read_bytes())
+    (other / "tokenizer.json").write_text(json.dumps(state))
+    (other / "vocab.txt").unlink(missing_ok=True)
+    resumed = LanguageModelingModel("bert", None, args={**args, "tokenizer_name": str(other),
+                                                        "resume_from_checkpoint": str(ckpt),
+                                                        "output_dir": str(tmp_path / "resumed")})
+    assert resumed.tokenizer.get_vocab()[a] != model.tokenizer.get_vocab()[a]
+    resumed.train_model(small_corpus)
+    assert resumed.tokenizer.get_vocab() == model.tokenizer.get_vocab()
+    assert "resuming with the checkpoint's own" in caplog.text
+    assert resumed.training_details["train_loss"] == model.training_details["train_loss"]
+
+
 @pytest.mark.parametrize("optimizer", ["AdamW", "Adafactor"])  # skipped on the device / refused on the host
 def test_non_finite_loss_stops_before_the_step_and_keeps_the_checkpoint(tmp_path, small_corpus, optimizer):
     args = tiny_args("bert", tmp_path, max_steps=N, save_steps=N, optimizer=optimizer)

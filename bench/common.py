@@ -122,7 +122,9 @@ def run_worker(cmd: list[str], env: dict | None = None, timeout: float = 900, cw
     result = {}
     for line in lines:
         if line.startswith(MARKER):
-            result = json.loads(line[len(MARKER):])
+            # Several ranks may print their results at once: the first object on the line is this run's (rank 0's
+            # figures are every rank's: the timings are taken after the last collective).
+            result, _ = json.JSONDecoder().raw_decode(line[len(MARKER):])
     # ru_maxrss is in kilobytes on Linux.
     return Measured(wall, usage.ru_maxrss / 1024, result, proc.returncode, "".join(lines[-40:]))
 

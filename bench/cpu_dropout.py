@@ -61,6 +61,8 @@ def section(r: dict) -> str:
              "| config | precision | torch's dropout s/step | lmcore's s/step | speed-up |", "|---|---|---|---|---|"]
     lines += [f"| {row['config']} | {row['precision']} | {row['torch']:.3f} | {row['lmcore']:.3f} | "
               f"{row['speedup']:.2f}x |" for row in r["rows"]]
+    if r.get("note"):
+        lines += ["", r["note"]]
     lines += ["", "<!-- cpu_dropout: end -->"]
     return "\n".join(lines)
 
@@ -70,7 +72,15 @@ def main(argv=None) -> int:
     p.add_argument("--steps", default="2,14")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--write-results", action="store_true")
+    p.add_argument("--render", action="store_true", help="re-render the section from bench/cpu_dropout.json")
+    p.add_argument("--note", default=None, help="a paragraph under the table")
     ns = p.parse_args(argv)
+    if ns.render:
+        r = json.loads((common.BENCH / "cpu_dropout.json").read_text())
+        r["note"] = ns.note or r.get("note")
+        (common.BENCH / "cpu_dropout.json").write_text(json.dumps(r, indent=2))
+        common.write_marked_section(section(r))
+        return 0
     steps = tuple(int(s) for s in ns.steps.split(","))
     with tempfile.TemporaryDirectory(prefix="lmcore-dropout-") as tmp:
         b = Bench(parse(["--no-install"]), Path(tmp))

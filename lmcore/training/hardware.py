@@ -79,16 +79,14 @@ def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> tupl
     random bits: each 16-bit half is masked to 15), against one draw per element and a float conversion for
     `bernoulli_`: a dropout's forward and backward measured 2.4x faster on 2 AMD EPYC cores. Seeded and resumed
     like every other draw of the generator (the masks are not those torch's kernel would draw from the same seed)."""
-    n = 1
-    for size in shape:
-        n *= size
+    n = torch.Size(shape).numel()
     threshold = round(p * (1 << DROP_BITS))
     halves = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_().view(torch.int16)[:n]
     keep = halves.bitwise_and_((1 << DROP_BITS) - 1) >= threshold
     return keep.view(shape), 1.0 / (1.0 - threshold / (1 << DROP_BITS))
 
 
-def _fast_dropout(x: torch.Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> torch.Tensor:
+def _fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     keep, scale = dropout_keep_mask(x.shape, p, x.device)
     return torch.where(keep, x, 0).mul_(scale)
 

@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     if ns.notes:
         r["notes"] = json.loads(Path(ns.notes).read_text())
     for row in r["rows"]:
-        print(f"{row['config']} {row['precision']}: " + ", ".join(f"{k} {v:.1%}" for k, v in row["groups"].items()))
+        print(f"{row['config']} {row['precision']}: {row['seconds'] / row['steps']:.3f} s/step profiled; "
+              + ", ".join(f"{k} {v:.1%}" for k, v in row["groups"].items()))
         for key, share in row["top"]:
             print(f"    {share:6.1%}  {key}")
     if ns.write_results or ns.render:

@@ -4,8 +4,9 @@ itself is `lmcore.training.precision`'s.
 
 Measured on 2-core CPUs with the bench model (BERT, hidden 256, 4 layers, block 128, batch 32; bench/RESULTS.md):
 attention by dtype and vector width (`choose_attention`); fused AdamW a few % faster; GPT-2's `gelu_new` as one
-tanh-GELU kernel instead of five elementwise passes; dropout masks from 15-bit slices of 32-bit draws on the CPU
-(`cpu_dropout`), where torch's `bernoulli_` was 22-27% of a bf16 step (bench/RESULTS.md, the profile section).
+tanh-GELU kernel instead of five elementwise passes; dropout masks from 16-bit slices of 64-bit draws on the CPU
+(`cpu_dropout`), applied by arithmetic, never a boolean kernel, where torch's `bernoulli_` was 22-27% of a bf16 step
+(bench/RESULTS.md, the profile section).
 """
 
 from __future__ import annotations
@@ -68,27 +69,47 @@ def fuse_activations(model: torch.nn.Module) -> int:
     return swapped
 
 
-DROP_BITS = 15
-"""The drop probability's resolution: a mask element is dropped when 15 random bits fall under round(p * 2**15),
+DROP_BITS = 16
+"""The drop probability's resolution: a mask element is dropped when its 16 random bits fall under round(p * 2**16),
 so p = 0.1 drops with probability 0.100006; kept values are scaled by the inverse of that exact keep rate."""
 
 
-def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """(keep, scale): a boolean mask of `shape`, each element kept with probability 1 - p' (p' = p at 15 bits), and
-    1 / (1 - p'). Two mask elements per 32-bit draw of the default generator (torch's int32 `random_` gives 31
-    random bits: each 16-bit half is masked to 15), against one draw per element and a float conversion for
-    `bernoulli_`: a dropout's forward and backward measured 2.4x faster on 2 AMD EPYC cores. Seeded and resumed
-    like every other draw of the generator (the masks are not those torch's kernel would draw from the same seed)."""
+def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device,
+                      dtype: torch.dtype = torch.bfloat16) -> tuple[torch.Tensor, float]:
+    """(keep, scale): a mask of `shape` in `dtype` holding 1 (kept, probability 1 - p', p' = p at 16 bits) or 0,
+    and 1 / (1 - p'). Four mask elements per 64-bit draw of the default generator, each kept when its 16 bits, read
+    as a signed number, reach a threshold; the 0/1 values come from a clamp, not a comparison: on the CPU torch's
+    kernels that read or write booleans are 5-15x slower than arithmetic on 16-bit numbers (bench/RESULTS.md,
+    the dropout section). Seeded and resumed like every other draw of the generator (the masks are not those
+    torch's kernel would draw from the same seed)."""
     n = torch.Size(shape).numel()
-    threshold = round(p * (1 << DROP_BITS))
-    halves = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_().view(torch.int16)[:n]
-    keep = halves.bitwise_and_((1 << DROP_BITS) - 1) >= threshold
-    return keep.view(shape), 1.0 / (1.0 - threshold / (1 << DROP_BITS))
+    dropped = round(p * (1 << DROP_BITS))
+    threshold = dropped - (1 << (DROP_BITS - 1))  # kept when bits >= threshold: 2**16 - dropped of 2**16 values
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
+    keep = bits.view(torch.int16)[:n].clamp_(threshold - 1, threshold).sub_(threshold - 1)
+    return keep.to(dtype).view(shape), (1 << DROP_BITS) / ((1 << DROP_BITS) - dropped)
+
+
+class _MaskedScale(torch.autograd.Function):
+    """x * keep * scale, and the gradient g * keep * scale. The mask is kept in bf16 (exact for 0 and 1) for an
+    fp32 input: half the memory of an fp32 copy, one cheap conversion in each direction."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        stored = torch.bfloat16 if x.dtype == torch.float32 else x.dtype
+        keep, scale = dropout_keep_mask(x.shape, p, x.device, stored)
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return (x * keep.to(x.dtype)).mul_(scale)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (keep,) = ctx.saved_tensors
+        return (grad * keep.to(grad.dtype)).mul_(ctx.scale), None
 
 
 def _fast_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    keep, scale = dropout_keep_mask(x.shape, p, x.device)
-    return torch.where(keep, x, 0).mul_(scale)
+    return _MaskedScale.apply(x, p)
 
 
 class _CpuDropout(torch.overrides.TorchFunctionMode):
@@ -101,7 +122,7 @@ class _CpuDropout(torch.overrides.TorchFunctionMode):
         if func is torch.nn.functional.dropout:
             bound = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
             x, p = bound["input"], bound.get("p", 0.5)
-            # A p too close to 0 or 1 for 15 bits (below 2**-16 from either end) keeps torch's kernel.
+            # A p too close to 0 or 1 for 16 bits (below 2**-17 from either end) keeps torch's kernel.
             if bound.get("training", True) and not bound.get("inplace", False) and \
                     0 < round(p * (1 << DROP_BITS)) < (1 << DROP_BITS) and x.device.type == "cpu" and \
                     x.is_floating_point():

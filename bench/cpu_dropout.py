@@ -55,7 +55,8 @@ def section(r: dict) -> str:
     lines = ["<!-- cpu_dropout: begin -->", "## Dropout masks on the CPU (bench/cpu_dropout.py)", "",
              f"`{r['command']}`, {r['date']}, lmcore {m['lmcore_commit']}; {m['cpu']}, {m['cores']} cores, CPU flags "
              f"{', '.join(m['cpu_flags'])}. The same engine with its dropout masks (16-bit slices of 64-bit draws, "
-             "applied as 0/1 products: `hardware.cpu_dropout`) and with torch's `bernoulli_` masks, every run a fresh process; s/step = "
+             "applied as 0/1 products: `hardware.cpu_dropout`) and with torch's `bernoulli_` masks, every run a "
+             "fresh process; s/step = "
              f"(best {long_}-step run - best {short}-step run) / {long_ - short}, {r['rounds']} interleaved rounds. "
              "auto: bf16 on this CPU.", "",
              "| config | precision | torch's dropout s/step | lmcore's s/step | speed-up |", "|---|---|---|---|---|"]

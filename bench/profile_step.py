@@ -27,7 +27,7 @@ from bench.run import machine  # noqa: E402
 MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear",
           "mkldnn", "aten::_addmm_activation")
 ATTENTION = ("aten::_softmax", "aten::_softmax_backward_data", "aten::_scaled_dot_product", "aten::softmax")
-CONFIGS = (("GPT-2-CLM", "no"), ("BERT-MLM", "auto"), ("ELECTRA", "auto"))
+CONFIGS = (("GPT-2-CLM", "no"), ("GPT-2-CLM", "auto"), ("BERT-MLM", "auto"), ("ELECTRA", "auto"))
 
 
 def profile(name: str, precision: str, steps: int, work: Path) -> dict:

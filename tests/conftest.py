@@ -17,6 +17,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository's root. Tests and helpers name its files from here, whatever folder of tests/ they sit in."""
+OWN_PEAK_MB = 'next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024'
+"""An expression for a child script: that process's own peak resident memory in MB (VmHWM). Not ru_maxrss: Linux
+carries the parent's (pytest's) peak over fork + exec into it."""
 
 SAMPLE = sample_corpus.ensure()
 """The sample corpus's folder (train.txt, eval.txt), written on first use (lmcore.data.sample_corpus)."""

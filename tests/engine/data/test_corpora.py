@@ -19,7 +19,7 @@ from lmcore.data import features as data_module
 from lmcore.data.containers import DatasetRef
 from lmcore.data.corpus import content_hash, corpus_statistics, iter_corpus, resolve_files
 from lmcore.data.features import features_for
-from tests.conftest import ROOT, sample_lines, tiny_args
+from tests.conftest import OWN_PEAK_MB, ROOT, sample_lines, tiny_args
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 datasets = pytest.importorskip("datasets")
@@ -379,11 +379,10 @@ from lmcore.data.corpus import resolve_files
 from lmcore.data.features import load_features
 tok = hf.AutoTokenizer.from_pretrained(sys.argv[2])
 f = load_features(resolve_files(sys.argv[1]), tok, "simple", 128, sys.argv[3], process_count=2)
-# VmHWM, not ru_maxrss: Linux carries the parent's (pytest's) peak over fork + exec into ru_maxrss.
-peak = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
+peak = OWN_PEAK_MB
 print(json.dumps({"tokens": f.num_tokens, "self": peak,
                   "workers": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
-"""
+""".replace("OWN_PEAK_MB", OWN_PEAK_MB)
 
 
 def write_parquet(path, megabytes: float) -> None:

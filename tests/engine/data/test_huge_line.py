@@ -7,22 +7,21 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, sample_lines, tiny_args
+from tests.conftest import OWN_PEAK_MB, ROOT, sample_lines, tiny_args
 
 pytestmark = pytest.mark.slow
 
 
-# The training process's own peak (VmHWM) and its workers', printed by the process itself. Not pytest's
-# RUSAGE_CHILDREN: that is the largest of every child the session has waited for, and Linux carries the parent's
-# (pytest's) peak over fork + exec into it, so it would measure whatever ran before this test.
+# The training process's own peak and its workers', printed by the process itself. Not pytest's RUSAGE_CHILDREN:
+# that is the largest of every child the session has waited for, so it would measure whatever ran before this test.
 TRAIN_AND_REPORT_PEAK = """
 import json, resource, sys
 from lmcore.__main__ import main
 rc = main(["train", "--spec", sys.argv[1]])
-peak = next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM:")) / 1024
+peak = OWN_PEAK_MB
 print(json.dumps({"rc": rc, "self_mb": round(peak), "children_mb": round(
     resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}))
-"""
+""".replace("OWN_PEAK_MB", OWN_PEAK_MB)
 
 
 def test_a_100_mb_single_line_file_trains_under_2_gb(tmp_path, trained_dirs):

@@ -462,7 +462,12 @@ def main(argv=None) -> int:
     if ns.json:
         Path(ns.json).write_text(json.dumps(b.results, indent=2))
     if ns.write_results:
-        write_gpu_results(b.results) if ns.device == "cuda" else write_results(b.results)
+        if ns.device == "cuda":
+            write_gpu_results(b.results)
+        elif not native_bf16() and not ns.quick:
+            write_no_bf16_results(b.results)
+        else:
+            write_results(b.results)
     return 0
 
 
@@ -473,6 +478,27 @@ def write_gpu_results(results: dict) -> None:
     common.write_marked_section("<!-- gpu_quick: begin -->\n## GPU quick bench (`bench/run.py --device cuda "
                                 f"--quick`), {results['machine'].get('gpu')}\n{body}\n<!-- gpu_quick: end -->")
     log("wrote bench/results-cuda.json and the GPU section of bench/RESULTS.md")
+
+
+NO_BF16_JSON = common.BENCH / "results-no-bf16.json"
+"""A CPU without native bf16's figures (lmcore's default computes in fp32 there), kept beside the main table's."""
+
+
+def write_no_bf16_results(results: dict) -> None:
+    """A run on a CPU without native bf16 (AVX2 only): the issue states its own target for such CPUs (lmcore's fp32
+    path against the Trainer's), and its rows cannot share a table with a native-bf16 machine's, where "lmcore"
+    computes in bf16. So its figures go to bench/results-no-bf16.json and a RESULTS.md section of their own; the
+    main table stays. A later run on such a CPU merges into them by the same rules as write_results."""
+    stamp_sections(results)
+    merge_recorded(results, NO_BF16_JSON)
+    NO_BF16_JSON.write_text(json.dumps(results, indent=2))
+    body = report.render(results).split("\n", 1)[1].replace("\n## ", "\n### ")
+    common.write_marked_section(
+        "<!-- cpu_no_bf16: begin -->\n## On a CPU without native bf16 (lmcore's default computes in fp32)\n\n"
+        "The same bench on a CPU with no AVX512-BF16 or AMX, where `mixed_precision=\"auto\"` means fp32 and the "
+        "Trainer has no native bf16 to turn on: lmcore's default against the Trainer in fp32, compiled and not. "
+        f"Figures also in `bench/{NO_BF16_JSON.name}`.\n{body}\n<!-- cpu_no_bf16: end -->")
+    log(f"wrote bench/{NO_BF16_JSON.name} and its section of bench/RESULTS.md")
 
 
 def merge_train_rounds(old: dict | None, new: dict | None, same_machine: bool = True,
@@ -545,9 +571,23 @@ def write_results(results: dict) -> None:
     """bench/results.json and RESULTS.md; sections not run this time are kept from the recorded results (each
     section remembers the command and date that measured it)."""
     path = common.BENCH / "results.json"
+    stamp_sections(results)
+    merge_recorded(results, path)
+    path.write_text(json.dumps(results, indent=2))
+    write_markdown(results)
+    log("wrote bench/RESULTS.md and bench/results.json")
+
+
+def stamp_sections(results: dict) -> None:
+    """Each section remembers the command, date and engine commit that measured it."""
     for section in results["sections"].values():
         section["measured"] = {"command": results["command"], "date": results["date"],
                                "commit": results["machine"]["lmcore_commit"]}
+
+
+def merge_recorded(results: dict, path: Path) -> None:
+    """Fold the figures recorded at `path` into `results` (in place): sections not run this time are kept, train
+    rounds of the same machine and engine pool, notes about a session's conditions lapse with its figures."""
     if path.exists() and not results["quick"]:
         old = json.loads(path.read_text())
         if not old.get("quick"):
@@ -565,9 +605,6 @@ def write_results(results: dict) -> None:
             if len(peaks) == 2 and same_machine:  # the machine's peak: the best of its sessions' measurements
                 results["sections"]["peak"] = best_peak(*peaks)
             results["notes"] = list(dict.fromkeys(kept + results["notes"]))
-    path.write_text(json.dumps(results, indent=2))
-    write_markdown(results)
-    log("wrote bench/RESULTS.md and bench/results.json")
 
 
 if __name__ == "__main__":

@@ -7,16 +7,21 @@ The rule, from `mixed_precision` (and Simple Transformers' `fp16`, which maps in
 - CUDA: "auto" takes bf16 where the GPU has it, else fp16 with loss scaling; "bf16" / "fp16" force that dtype.
 - CPU: "auto" takes bf16 where the CPU runs it natively (AVX512-BF16 or AMX): measured 1.6-1.7x fp32 per step on
   2-core CPUs (bench/RESULTS.md); elsewhere autocast would emulate bf16 slowly, so full fp32. "bf16" and "fp16"
-  both mean bf16 (fp16 autocast on the CPU is not worth having: bf16 has the same speed and fp32's range).
+  both mean bf16 (fp16 autocast on the CPU is not worth having: bf16 has the same speed and fp32's range); asked
+  for on a CPU without native bf16 they still mean bf16, with one warning: torch emulates its matmuls there, 1.3
+  GFLOP/s against fp32's 163-180 on a 2-core AVX2-only EPYC (bench/peers/matmul_peak.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from dataclasses import dataclass
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,17 @@ def _autocast_dtype(device: torch.device, mode: str) -> torch.dtype | None:
         return torch.bfloat16 if mode == "bf16" else torch.float16
     if mode == "auto":
         return torch.bfloat16 if cpu_has_native_bf16() else None
+    if not cpu_has_native_bf16():
+        _warn_emulated_bf16(mode)
     return torch.bfloat16
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_emulated_bf16(mode: str) -> None:
+    """Once a process: an explicit bf16 (or fp16, which means bf16 on the CPU) where torch can only emulate it."""
+    logger.warning("mixed_precision=%r on a CPU without native bf16 (no AVX512-BF16 or AMX in /proc/cpuinfo): torch "
+                   "emulates bf16 matmuls here, about 100x slower than fp32. mixed_precision='auto' computes in "
+                   "fp32 on this CPU and in bf16 where it is native.", mode)
 
 
 @functools.lru_cache(maxsize=1)

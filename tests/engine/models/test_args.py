@@ -1,5 +1,6 @@
 """Settings: unknown names, every problem reported at once, bad combinations, output_dir protection, hub names."""
 
+import logging
 import os
 
 import pytest
@@ -118,17 +119,27 @@ def test_args_round_trip_through_model_args_json(tmp_path):
 
 
 @pytest.mark.parametrize("native, mode, expected", [(True, "auto", "bfloat16"), (False, "auto", None),
-                                                    (False, "bf16", "bfloat16"), (True, "no", None)])
-def test_mixed_precision_follows_the_hardware_on_cpu(monkeypatch, native, mode, expected):
+                                                    (False, "bf16", "bfloat16"), (True, "no", None),
+                                                    (True, "bf16", "bfloat16"), (False, "fp16", "bfloat16")])
+def test_mixed_precision_follows_the_hardware_on_cpu(monkeypatch, caplog, native, mode, expected):
     import torch
 
     from lmcore.training import precision
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    precision._warn_emulated_bf16.cache_clear()
+    caplog.set_level(logging.WARNING, logger="lmcore")
     resolved = precision.resolve(torch.device("cpu"), mode)
     dtype = resolved.autocast_dtype
     assert (None if dtype is None else str(dtype).split(".")[1]) == expected
     assert resolved.name == (expected or "float32") and not resolved.grad_scaler
+    # An explicit bf16 where the CPU can only emulate it is warned about (once), never an "auto" or a native one.
+    warned = [r.getMessage() for r in caplog.records if "emulates bf16" in r.getMessage()]
+    assert len(warned) == (not native and mode in ("bf16", "fp16")), warned
+    if warned:
+        assert repr(mode) in warned[0] and "'auto'" in warned[0]
+        precision.resolve(torch.device("cpu"), mode)
+        assert len([r for r in caplog.records if "emulates bf16" in r.getMessage()]) == 1
 
 
 def test_hub_name_resolves_through_the_local_cache_offline(trained_dirs, tmp_path, monkeypatch):

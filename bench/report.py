@@ -43,8 +43,10 @@ def render(r: dict) -> str:
         out += [_quality(s["quality"], targets), ""]
     out[3:3] = [_targets(targets), ""]
     notes = list(r.get("notes", []))
-    if "train" in s:
-        notes += TRAIN_NOTES
+    if "train" in s:  # the notes on the peers whose rows are there
+        ran = {row["system"] for row in s["train"]["rows"]}
+        notes += [n for n in TRAIN_NOTES if ("Simple Transformers" in n) <= ("simpletransformers" in ran)
+                  and ("Trainer" in n) <= any(x.startswith("trainer") for x in ran)]
     if notes:
         out += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     return "\n".join(out)
@@ -85,7 +87,12 @@ def _peak(p: dict) -> str:
         "| dtype | GFLOP/s |", "|---|---|", f"| fp32 | {p['fp32_gflops']:,.0f} |",
         f"| bf16{'' if p.get('bf16_size', p['size']) == p['size'] else ' (square ' + str(p['bf16_size']) + ': emulated, no native bf16)'} "
         f"| {p['bf16_gflops']:,.0f} |",
-        "", f"bf16 / fp32: {p['bf16_gflops'] / p['fp32_gflops']:.1f}x"])
+        "", f"bf16 / fp32: {_ratio(p['bf16_gflops'] / p['fp32_gflops'])}"])
+
+
+def _ratio(x: float) -> str:
+    """2.2x; or, for a slow fraction (emulated bf16 on a CPU without it), 1/120."""
+    return f"{x:.1f}x" if x >= 0.1 else f"1/{1 / x:,.0f}"
 
 
 def compute_dtype(system: str, machine: dict) -> str:

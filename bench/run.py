@@ -434,6 +434,8 @@ def main(argv=None) -> int:
     ns = parse(argv)
     if ns.render:
         write_markdown(json.loads((common.BENCH / "results.json").read_text()))
+        if NO_BF16_JSON.exists():
+            write_no_bf16_section(json.loads(NO_BF16_JSON.read_text()))
         return 0
     for path in ns.merge_json or []:
         write_results(json.loads(Path(path).read_text()))
@@ -492,13 +494,18 @@ def write_no_bf16_results(results: dict) -> None:
     stamp_sections(results)
     merge_recorded(results, NO_BF16_JSON)
     NO_BF16_JSON.write_text(json.dumps(results, indent=2))
+    write_no_bf16_section(results)
+    log(f"wrote bench/{NO_BF16_JSON.name}")
+
+
+def write_no_bf16_section(results: dict) -> None:
     body = report.render(results).split("\n", 1)[1].replace("\n## ", "\n### ")
     common.write_marked_section(
         "<!-- cpu_no_bf16: begin -->\n## On a CPU without native bf16 (lmcore's default computes in fp32)\n\n"
         "The same bench on a CPU with no AVX512-BF16 or AMX, where `mixed_precision=\"auto\"` means fp32 and the "
         "Trainer has no native bf16 to turn on: lmcore's default against the Trainer in fp32, compiled and not. "
         f"Figures also in `bench/{NO_BF16_JSON.name}`.\n{body}\n<!-- cpu_no_bf16: end -->")
-    log(f"wrote bench/{NO_BF16_JSON.name} and its section of bench/RESULTS.md")
+    log("wrote the section of bench/RESULTS.md for a CPU without native bf16")
 
 
 def merge_train_rounds(old: dict | None, new: dict | None, same_machine: bool = True,

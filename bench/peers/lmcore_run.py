@@ -75,6 +75,10 @@ def cmd_train(ns) -> dict:
         from lmcore.training import hardware
 
         hardware.cpu_dropout = lambda device: contextlib.nullcontext()
+    if getattr(ns, "attention", None):  # an A/B of the engine's attention choice (bench/cpu_kernels.py --engine)
+        from lmcore.training import hardware
+
+        hardware.choose_attention = lambda model, precision: hardware.set_attention(model, ns.attention)
     lm = build(ns.setup, ns)
     start = time.perf_counter()
     step, _ = lm.train_model(ns.corpus, output_dir=ns.out)
@@ -186,6 +190,8 @@ def main() -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--torch-dropout", action="store_true", help="torch's dropout masks instead of the engine's")
+    p.add_argument("--attention", choices=["sdpa", "eager"], default=None,
+                   help="the attention kernel, whatever the engine's rule would choose")
     p.add_argument("--block", type=int, default=None, help="block length (default: the bench's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--batch", type=int, default=None, help="examples per step and rank (default: the bench's)")

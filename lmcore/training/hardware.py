@@ -3,7 +3,7 @@ matmul peak, FLOPs a model executes), the figures behind the utilisation the pro
 itself is `lmcore.training.precision`'s.
 
 Measured on 2-core CPUs with the bench model (BERT, hidden 256, 4 layers, block 128, batch 32; bench/RESULTS.md):
-attention by dtype and vector width (`choose_attention`); fused AdamW a few % faster; GPT-2's `gelu_new` as one
+eager attention (`choose_attention`); fused AdamW a few % faster; GPT-2's `gelu_new` as one
 tanh-GELU kernel instead of five elementwise passes; dropout masks from 16-bit slices of 64-bit draws on the CPU
 (`cpu_dropout`), applied by arithmetic, never a boolean kernel, where torch's `bernoulli_` was 22-27% of a bf16 step
 (bench/RESULTS.md, the profile section).
@@ -18,34 +18,28 @@ import torch
 from .precision import Precision
 
 
-def cpu_vector_width() -> str:
-    """The widest vector kernels torch dispatches to on this CPU: "AVX512", "AVX2", ... (torch's own probe)."""
-    try:
-        return torch.backends.cpu.get_cpu_capability()
-    except AttributeError:  # an older torch
-        return "DEFAULT"
-
-
 def choose_attention(model: torch.nn.Module, precision: Precision) -> str:
-    """The attention kernel for the run's device and compute dtype (returned). On the CPU, by what
-    bench/cpu_kernels.py and the issue's side-by-side figures measured at the sizes trained here: under bf16
-    autocast eager attention (SDPA's CPU kernel runs its softmax in fp32 on converted copies: 1.07-1.19x slower);
-    in full fp32, PyTorch's fused attention (SDPA) where the CPU has only AVX2 (1.25x faster than eager there: it
-    saves the materialised score matrix and several passes over memory), eager where torch runs AVX-512 kernels
-    (SDPA a tie for BERT and 1.08x slower for GPT-2 there). Elsewhere the library's default."""
+    """The attention kernel for the run's device and compute dtype (returned). On the CPU eager attention, in every
+    dtype, by what the bench measured through the engine at the sizes trained here (bench/RESULTS.md, the CPU
+    kernel section): under bf16 autocast SDPA's CPU kernel runs its softmax in fp32 on converted copies (eager
+    1.07-1.19x faster); in fp32 SDPA's training kernel draws its dropout mask with torch's `bernoulli_`, outside
+    the engine's cheaper masks (`cpu_dropout`), so eager is 1.07-1.10x faster per step on an AVX2-only CPU and
+    level or faster where torch runs AVX-512 kernels. Elsewhere the library's default."""
     if precision.device_type != "cpu":
         return "default"
-    if precision.autocast_dtype == torch.bfloat16:
-        choice = "eager"
-    else:
-        choice = "eager" if cpu_vector_width().startswith("AVX512") else "sdpa"
+    return set_attention(model, "eager")
+
+
+def set_attention(model: torch.nn.Module, kernel: str) -> str:
+    """Every submodel of `model` (ELECTRA's generator and discriminator, a wrapper's inner model) on `kernel`
+    ("eager", "sdpa"); returns it."""
     for module in model.modules():
         if hasattr(module, "set_attn_implementation") and hasattr(module, "config"):
             try:
-                module.set_attn_implementation(choice)
+                module.set_attn_implementation(kernel)
             except (ValueError, ImportError):  # a model class without that kernel keeps its own
                 pass
-    return choice
+    return kernel
 
 
 class TanhGELU(torch.nn.Module):
@@ -145,8 +139,11 @@ def matmul_peak_flops(device_type: str, dtype_name: str, bursts: int = 5) -> flo
     peak): the denominator of model FLOPs utilisation. Measured once per process, before training."""
     import time
 
+    from .precision import cpu_has_native_bf16
+
     dtype = getattr(torch, dtype_name)
-    n = 1024
+    # bf16 on a CPU without it is emulated (~1 GFLOP/s): a 1024^3 product would take seconds a burst there.
+    n = 256 if device_type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bf16() else 1024
     # Constant operands: drawing random ones would move the global RNG, and with it every dropout mask after a
     # resume (the peak is measured once per process, so only a resumed process would draw).
     a = torch.full((n, n), 0.5, device=device_type, dtype=dtype)

@@ -103,3 +103,48 @@ def test_a_partial_train_rerun_keeps_the_peers_and_pools_only_the_same_engine():
     with pytest.raises(SystemExit):
         merge_train_rounds(json.loads(json.dumps(old)), json.loads(json.dumps(same)), same_machine=False,
                            partial=True)
+
+
+def _speed_row(system, setup, tokens_per_s):
+    return {"system": system, "setup": setup, "per_step_s": 4096 / tokens_per_s, "per_step_wall_s": 1.0,
+            "tokens_per_s": tokens_per_s, "flops_per_token": 1e6, "executed_flops_per_token": 1e6,
+            "peak_rss_mb": 100.0}
+
+
+def test_the_report_judges_each_kind_of_cpu_by_its_own_targets():
+    """On a CPU with native bf16 lmcore's default row is judged against the fastest peer and its fp32 row against
+    the Trainer's fp32; on one without, the default is the fp32 path (its row stands for it there), and the
+    fastest-peer target, stated for native-bf16 CPUs, is shown but not judged. Notes name only the peers that ran."""
+    sys.path.insert(0, str(ROOT))
+    from bench import report
+
+    rows = [_speed_row("lmcore", "BERT-MLM", 6000.0), _speed_row("trainer", "BERT-MLM", 3000.0),
+            _speed_row("trainer-compile", "BERT-MLM", 4500.0), _speed_row("lmcore", "GPT-2-CLM", 4000.0),
+            _speed_row("trainer", "GPT-2-CLM", 3000.0)]
+    peak = {"size": 2048, "threads": 2, "fp32_gflops": 100.0, "bf16_gflops": 1.2, "bf16_size": 512}
+    machine = {"cpu": "x", "cores": 2, "memory_gb": 1, "avx512_bf16": False, "cpu_flags": ["avx2", "fma"],
+               "torch": "t", "transformers": "t", "python": "p", "lmcore_commit": "c"}
+    results = {"machine": machine, "date": "d", "command": "c", "notes": [],
+               "sections": {"peak": peak, "train": {"steps": [2, 14], "rounds": 1, "tokens_per_step": 4096,
+                                                    "rows": rows}}}
+    text = report.render(json.loads(json.dumps(results)))
+    targets = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
+               if line.startswith("| ") and " | " in line}
+    assert "| 2.00x | met |" in targets["BERT-MLM lmcore fp32 tokens/s >= 1.5x Trainer fp32"]
+    assert "| 1.33x | **not met** |" in targets["GPT-2-CLM lmcore fp32 tokens/s >= 1.5x Trainer fp32"]
+    fastest = targets["BERT-MLM lmcore tokens/s >= 1.5x the fastest peer row (stated for CPUs with native bf16)"]
+    assert fastest.endswith("| 1.33x (Trainer torch_compile=True) | n/a |")
+    assert "bf16 / fp32: 1/83" in text and "square 512: emulated" in text
+    assert "Simple Transformers" not in text.split("## Notes")[1] and "accelerate" in text.split("## Notes")[1]
+
+    native = json.loads(json.dumps(results))
+    native["machine"].update(avx512_bf16=True, cpu_flags=["avx2", "avx512f", "avx512_bf16"])
+    native["sections"]["peak"].update(bf16_gflops=220.0, bf16_size=2048)
+    native["sections"]["train"]["rows"] = rows + [_speed_row("lmcore-fp32", "BERT-MLM", 4000.0)]
+    text = report.render(native)
+    assert "| BERT-MLM lmcore tokens/s >= 1.5x the fastest peer row | 1.33x (Trainer bf16 + torch_compile) | " \
+           "**not met** |" in text
+    assert "| 1.33x | **not met** |" in next(line for line in text.splitlines()
+                                              if line.startswith("| BERT-MLM lmcore fp32 tokens/s"))
+    assert "not run" in next(line for line in text.splitlines() if line.startswith("| GPT-2-CLM lmcore fp32"))
+    assert "bf16 / fp32: 2.2x" in text

@@ -139,22 +139,21 @@ def test_model_flops_are_counted_from_the_kernels_the_model_runs(corpus, tmp_pat
     assert 6 * encoder < per_position < 6 * (encoder + head)  # the head at ~15% of positions, not all of them
 
 
-def test_attention_kernel_follows_the_compute_dtype_and_the_cpu(corpus, tmp_path, monkeypatch):
-    fp32 = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="no"),
-                                 train_files=corpus["train"])
-    bf16 = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="bf16"),
-                                 train_files=corpus["train"])
-    # In fp32 the rule depends on the CPU's vector width (bench/cpu_kernels.py): eager with AVX-512, SDPA with AVX2.
-    from lmcore.training import hardware
+def test_attention_kernel_is_eager_on_the_cpu_in_every_dtype(corpus, tmp_path):
+    """The engine's rule (bench/cpu_kernels.py --engine): eager attention on the CPU, fp32 and bf16 alike, on every
+    submodel; SDPA would draw its dropout masks with torch's bernoulli_ instead of the engine's."""
+    models = [LanguageModelingModel(kind, None, args=tiny_args(kind, tmp_path, mixed_precision=precision),
+                                    train_files=corpus["train"])
+              for kind, precision in (("bert", "no"), ("bert", "bf16"), ("gpt2", "no"))]
+    for model in models:
+        assert model.attention == "eager" == model.model.config._attn_implementation
+    from tests.engine.objectives.test_electra import electra_args
 
-    wide = hardware.cpu_vector_width().startswith("AVX512")
-    assert (fp32.attention, bf16.attention) == ("eager" if wide else "sdpa", "eager")
-    assert fp32.model.config._attn_implementation == fp32.attention
-    assert bf16.model.config._attn_implementation == "eager"
-    monkeypatch.setattr(hardware, "cpu_vector_width", lambda: "AVX2")
-    narrow = LanguageModelingModel("bert", None, args=tiny_args("bert", tmp_path, mixed_precision="no"),
-                                   train_files=corpus["train"])
-    assert narrow.attention == "sdpa" == narrow.model.config._attn_implementation
+    electra = LanguageModelingModel("electra", None, args=electra_args(tmp_path, mixed_precision="no"),
+                                    train_files=corpus["train"])
+    kernels = {m.config._attn_implementation for m in electra.model.modules()
+               if hasattr(m, "config") and hasattr(m, "set_attn_implementation")}
+    assert electra.attention == "eager" and kernels == {"eager"}
 
 
 SCRIPT = """

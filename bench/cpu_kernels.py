@@ -8,8 +8,16 @@ Attention: the bench's BERT-MLM and GPT-2-CLM (hidden 256, 4 layers, 4 heads, bl
 8000), one forward + backward per step on random token ids, in fp32 and (where the CPU has native bf16) under bf16
 autocast, with `attn_implementation` "sdpa" and "eager". Each (model, dtype, kernel) runs 2 warm-up steps and then
 `--steps` timed ones; the four kernels of a (model, dtype) are interleaved over `--rounds` rounds and the best
-round's mean step counts. lmcore.training.hardware.choose_attention's rule (SDPA in fp32, eager under bf16) should
-pick the faster of each pair. The ELECTRA figure is bench/electra_sampling.py's (a fresh process).
+round's mean step counts: the kernels alone, with torch's own dropout masks.
+
+    .venv/bin/python bench/cpu_kernels.py --engine --write-results   # the same choice through the engine
+
+`--engine`: the choice as the engine makes it, the bench's three objectives trained through
+`LanguageModelingModel.train_model` in the compute dtype `auto` picks on this CPU (its dropout masks, its chunked
+loss), every run a fresh process with the attention kernel forced (bench/peers/lmcore_run.py --attention); s/step =
+(best 14-step run - best 2-step run) / 12 over interleaved rounds. Recorded beside the kernel table with its own
+machine and date (`engine` in bench/cpu_kernels.json): this is the figure lmcore.training.hardware.choose_attention's
+rule (eager on the CPU) stands on. The ELECTRA figure is bench/electra_sampling.py's (a fresh process).
 """
 
 from __future__ import annotations
@@ -93,6 +101,39 @@ def judge(row: dict) -> dict:
     return {**row, "faster": faster, "engine_right": faster in (row["engine_chooses"], "tie")}
 
 
+def engine_attention(rounds: int, steps: tuple[int, int] = (2, 14)) -> dict:
+    """SDPA against eager through the engine (module docstring), on this machine."""
+    import tempfile
+
+    from bench.run import Bench, machine, parse
+
+    short, long_ = steps
+    with tempfile.TemporaryDirectory(prefix="lmcore-attention-") as tmp:
+        b = Bench(parse(["--no-install"]), Path(tmp))
+        best: dict[tuple, float] = {}
+        for _ in range(rounds):
+            for setup in b.setups:
+                for n in steps:
+                    for kernel in ("sdpa", "eager"):
+                        m = b.lmcore("train", setup, steps=n, attention=kernel, out=b.work / f"out-{setup.name}")
+                        key = (setup.name, kernel, n)
+                        best[key] = min(best.get(key, float("inf")), m.result["train_s"])
+        rows = []
+        for setup in b.setups:
+            per = {k: (best[(setup.name, k, long_)] - best[(setup.name, k, short)]) / (long_ - short)
+                   for k in ("sdpa", "eager")}
+            row = judge({"model": setup.name, "dtype": "bf16" if resolve_precision("cpu", "auto").autocast_dtype
+                         else "fp32", "sdpa_s": round(per["sdpa"], 4), "eager_s": round(per["eager"], 4),
+                         "engine_chooses": hardware.choose_attention(model_for("BERT-MLM"),
+                                                                     resolve_precision("cpu", "auto"))})
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    m = machine()
+    return {"date": datetime.date.today().isoformat(), "rounds": rounds, "steps": list(steps), "rows": rows,
+            "machine": {"cpu": m["cpu"], "cores": m["cores"], "flags": cpu_flags(), "torch": m["torch"],
+                        "lmcore_commit": m["lmcore_commit"]}}
+
+
 def electra_profile(precision: str) -> dict:
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "electra_sampling.py"), "--precision", precision],
                           capture_output=True, text=True, check=True)
@@ -117,10 +158,25 @@ def render(r: dict) -> str:
         out.append(f"| {a['model']} | {a['dtype']} | {a['sdpa_s']:.3f} | {a['eager_s']:.3f} | {a['faster']} "
                    f"(by {max(a['sdpa_s'], a['eager_s']) / min(a['sdpa_s'], a['eager_s']):.2f}x) | "
                    f"{a['engine_chooses']}{'' if a['engine_right'] else ' (**slower**)'} |")
-    out += ["", "On a CPU without native bf16 (2-core AMD EPYC, AVX2 only; the issue's side-by-side figures, BERT-MLM "
-            "bench config, fp32): SDPA 0.97 s/step against eager 1.216 (1.25x), where this CPU, with AVX-512, has eager "
-            "ahead or level. So the engine's rule: eager under bf16; in fp32, eager where torch dispatches AVX-512 "
-            "kernels and SDPA where it has AVX2 only.", ""]
+    g = r.get("engine")
+    if g:
+        gm = g["machine"]
+        short, long_ = g["steps"]
+        out += ["", f"Through the engine (`python bench/cpu_kernels.py --engine --write-results`, {g['date']}, lmcore "
+                f"{gm['lmcore_commit']}; {gm['cpu']}, {gm['cores']} cores, flags {', '.join(gm['flags'])}; torch "
+                f"{gm['torch']}): the bench's objectives trained by `train_model` in the dtype `auto` picks there, its "
+                f"dropout masks and chunked loss included, the kernel forced; s/step = (best {long_}-step run - best "
+                f"{short}-step run) / {long_ - short}, {g['rounds']} interleaved rounds, every run a fresh process.", "",
+                "| config | dtype | SDPA s/step | eager s/step | faster | engine chooses |", "|---|---|---|---|---|---|"]
+        for a in g["rows"]:
+            out.append(f"| {a['model']} | {a['dtype']} | {a['sdpa_s']:.3f} | {a['eager_s']:.3f} | {a['faster']} "
+                       f"(by {max(a['sdpa_s'], a['eager_s']) / min(a['sdpa_s'], a['eager_s']):.2f}x) | "
+                       f"{a['engine_chooses']}{'' if a['engine_right'] else ' (**slower**)'} |")
+    out += ["", "The kernels alone once had SDPA ahead in fp32 on an AVX2-only CPU (BERT-MLM 0.97 s/step against "
+            "eager 1.216). In training, SDPA's CPU kernel draws its dropout mask with torch's `bernoulli_`, which "
+            "the engine's own masks (`hardware.cpu_dropout`) replace only on the eager path; through the engine "
+            "eager is the faster in fp32 there too. So the engine's rule: eager attention on the CPU in every "
+            "dtype.", ""]
     e = r.get("electra")
     if e:
         out += [f"ELECTRA at BERT-base shapes (discriminator hidden 768, 12 layers, generator a quarter of its "
@@ -143,6 +199,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--skip-electra", action="store_true")
+    p.add_argument("--engine", action="store_true", help="only the choice through the engine (module docstring), "
+                   "recorded beside the kernel table")
     p.add_argument("--write-results", action="store_true")
     p.add_argument("--render", action="store_true", help="only re-render RESULTS.md from bench/cpu_kernels.json")
     ns = p.parse_args()
@@ -154,6 +212,13 @@ def main() -> int:
             for a in r["attention"]]
         write(r)
         return 0
+    if ns.engine:
+        engine = engine_attention(ns.rounds)
+        if ns.write_results:
+            r = json.loads(RESULTS_JSON.read_text())
+            r["engine"] = engine
+            write(r)
+        return 0
     torch.set_num_threads(torch.get_num_threads())
     r = {"date": datetime.date.today().isoformat(), "steps": ns.steps, "rounds": ns.rounds,
          "machine": {"cpu": _cpu_name(), "cores": torch.get_num_threads(),
@@ -161,6 +226,8 @@ def main() -> int:
          "attention": attention(ns)}
     if not ns.skip_electra:
         r["electra"] = electra_profile("auto")
+    if RESULTS_JSON.exists() and "engine" in json.loads(RESULTS_JSON.read_text()):  # measured by --engine: kept
+        r["engine"] = json.loads(RESULTS_JSON.read_text())["engine"]
     if ns.write_results:
         write(r)
     return 0

@@ -172,11 +172,13 @@ def render(r: dict) -> str:
             out.append(f"| {a['model']} | {a['dtype']} | {a['sdpa_s']:.3f} | {a['eager_s']:.3f} | {a['faster']} "
                        f"(by {max(a['sdpa_s'], a['eager_s']) / min(a['sdpa_s'], a['eager_s']):.2f}x) | "
                        f"{a['engine_chooses']}{'' if a['engine_right'] else ' (**slower**)'} |")
+        if g.get("note"):
+            out += ["", g["note"]]
     out += ["", "The kernels alone once had SDPA ahead in fp32 on an AVX2-only CPU (BERT-MLM 0.97 s/step against "
             "eager 1.216). In training, SDPA's CPU kernel draws its dropout mask with torch's `bernoulli_`, which "
             "the engine's own masks (`hardware.cpu_dropout`) replace only on the eager path; through the engine "
-            "eager is the faster in fp32 there too. So the engine's rule: eager attention on the CPU in every "
-            "dtype.", ""]
+            "eager is the faster in fp32 there too for BERT and GPT-2. So the engine's rule: eager attention on "
+            "the CPU in every dtype.", ""]
     e = r.get("electra")
     if e:
         out += [f"ELECTRA at BERT-base shapes (discriminator hidden 768, 12 layers, generator a quarter of its "
@@ -201,6 +203,7 @@ def main() -> int:
     p.add_argument("--skip-electra", action="store_true")
     p.add_argument("--engine", action="store_true", help="only the choice through the engine (module docstring), "
                    "recorded beside the kernel table")
+    p.add_argument("--note", default=None, help="with --engine: a paragraph under its table")
     p.add_argument("--write-results", action="store_true")
     p.add_argument("--render", action="store_true", help="only re-render RESULTS.md from bench/cpu_kernels.json")
     ns = p.parse_args()
@@ -214,6 +217,8 @@ def main() -> int:
         return 0
     if ns.engine:
         engine = engine_attention(ns.rounds)
+        if ns.note:
+            engine["note"] = ns.note
         if ns.write_results:
             r = json.loads(RESULTS_JSON.read_text())
             r["engine"] = engine

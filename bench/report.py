@@ -196,7 +196,8 @@ def _speed_targets(t: dict, by: dict, targets, machine: dict) -> None:
         a = by.get((setup, "lmcore-fp32")) or (None if native else by.get((setup, "lmcore")))
         p = by.get((setup, "trainer"))
         label = (f"{setup} lmcore fp32 tokens/s >= 1.5x Trainer fp32"
-                 + (" (the AVX2-only target, measured on this CPU's AVX-512 fp32 kernels)" if native else ""))
+                 + (" (the AVX2-only target, measured on this CPU's AVX-512 fp32 kernels; an AVX2-only CPU's own run "
+                    "is in the section on CPUs without native bf16)" if native else ""))
         if a and p and a["tokens_per_s"] and p["tokens_per_s"]:
             ratio = a["tokens_per_s"] / p["tokens_per_s"]
             targets.append((label, f"{ratio:.2f}x", ratio >= 1.5))

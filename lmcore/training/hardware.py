@@ -23,8 +23,9 @@ def choose_attention(model: torch.nn.Module, precision: Precision) -> str:
     dtype, by what the bench measured through the engine at the sizes trained here (bench/RESULTS.md, the CPU
     kernel section): under bf16 autocast SDPA's CPU kernel runs its softmax in fp32 on converted copies (eager
     1.07-1.19x faster); in fp32 SDPA's training kernel draws its dropout mask with torch's `bernoulli_`, outside
-    the engine's cheaper masks (`cpu_dropout`), so eager is 1.07-1.10x faster per step on an AVX2-only CPU and
-    level or faster where torch runs AVX-512 kernels. Elsewhere the library's default."""
+    the engine's cheaper masks (`cpu_dropout`), so on an AVX2-only CPU eager trains BERT 1.07-1.18x and GPT-2
+    1.09-1.10x faster per step (ELECTRA level within noise), and is level or faster where torch runs AVX-512
+    kernels. Elsewhere the library's default."""
     if precision.device_type != "cpu":
         return "default"
     return set_attention(model, "eager")

@@ -220,6 +220,9 @@ def main() -> int:
         if ns.note:
             engine["note"] = ns.note
         if ns.write_results:
+            if not RESULTS_JSON.exists():
+                raise SystemExit("bench/cpu_kernels.py --engine --write-results: records beside the kernel table; "
+                                 "run `python bench/cpu_kernels.py --write-results` first")
             r = json.loads(RESULTS_JSON.read_text())
             r["engine"] = engine
             write(r)

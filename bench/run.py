@@ -141,9 +141,17 @@ def section_peak(b: Bench) -> dict:
 
 def best_peak(into: dict, other: dict) -> dict:
     """The best of two peak measurements, per dtype (other work on the cores only ever lowers a measurement)."""
+    if other["bf16_gflops"] > into["bf16_gflops"]:  # the square that figure was measured on goes with it
+        into["bf16_size"] = other.get("bf16_size", other.get("size"))
     for key in ("fp32_gflops", "bf16_gflops"):
         into[key] = max(into[key], other[key])
     return into
+
+
+def recorded_native_bf16(results: dict) -> bool:
+    """Whether the machine a results dict was measured on has native bf16 (its recorded CPU flags)."""
+    m = results["machine"]
+    return bool(m.get("avx512_bf16")) or "amx_bf16" in m.get("cpu_flags", [])
 
 
 def native_bf16() -> bool:
@@ -438,7 +446,7 @@ def main(argv=None) -> int:
             write_no_bf16_section(json.loads(NO_BF16_JSON.read_text()))
         return 0
     for path in ns.merge_json or []:
-        write_results(json.loads(Path(path).read_text()))
+        write_where_it_belongs(json.loads(Path(path).read_text()))
     if ns.merge_json:
         return 0
     started = time.time()
@@ -464,13 +472,19 @@ def main(argv=None) -> int:
     if ns.json:
         Path(ns.json).write_text(json.dumps(b.results, indent=2))
     if ns.write_results:
-        if ns.device == "cuda":
-            write_gpu_results(b.results)
-        elif not native_bf16() and not ns.quick:
-            write_no_bf16_results(b.results)
-        else:
-            write_results(b.results)
+        write_where_it_belongs(b.results)
     return 0
+
+
+def write_where_it_belongs(results: dict) -> None:
+    """A GPU's figures to their section, a CPU's without native bf16 to theirs, the rest to the main table: by the
+    machine the results record, not the one writing them (--merge-json brings figures from elsewhere)."""
+    if results["machine"].get("device") == "cuda":
+        write_gpu_results(results)
+    elif not recorded_native_bf16(results) and not results.get("quick"):
+        write_no_bf16_results(results)
+    else:
+        write_results(results)
 
 
 def write_gpu_results(results: dict) -> None:

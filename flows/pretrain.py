@@ -137,6 +137,7 @@ def pretrain(corpus: str | list[str], model_type: ModelType = "bert", model_name
         stopped_by = trained["result"].get("stopped_by")
         if stopped_by:
             logger().info("training stopped at step %s: %s", trained["result"].get("global_step"), stopped_by)
+            tracking.set_tags(run_id, {"training.stopped_by": stopped_by})  # the reason, beside the run's figures
             return {"mlflow_run_id": run_id, "metrics": {}, "downstream": {}, "output_dir": trained["output_dir"],
                     "corpus": prep, "tokenizer_dir": tokenizer_dir, "stopped_by": stopped_by, "registered": None,
                     "cached": {"prepare_corpus": prep_cached, "train_tokenizer": tok_cached}}

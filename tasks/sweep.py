@@ -199,9 +199,17 @@ def outcome(flow_state, run_id: str, objective: Objective) -> Outcome:
         except BaseException as e:  # the trial's own error, not the sweep's
             return Outcome("failed", note=f"{type(e).__name__}: {e}"[:500])
         return Outcome("failed", note=str(flow_state.message or flow_state.name))
-    out = flow_state.result()
-    if out.get("stopped_by"):
-        return Outcome("pruned", note=out["stopped_by"])
+    from prefect.exceptions import MissingResult
+
+    try:
+        stopped_by = flow_state.result().get("stopped_by")
+    except MissingResult:
+        # A completed state handed back without its data (seen once on two loaded cores: the trial's run had
+        # finished and logged everything; the state came from the API, and results are not persisted). The trial's
+        # MLflow run holds the same answer: the flow tags it with the reason it stopped.
+        stopped_by = tracking.client().get_run(run_id).data.tags.get("training.stopped_by")
+    if stopped_by:
+        return Outcome("pruned", note=stopped_by)
     metrics = tracking.client().get_run(run_id).data.metrics
     value = metrics.get(objective.metric)
     if value is None or not math.isfinite(value):

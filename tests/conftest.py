@@ -13,8 +13,8 @@ from lmcore.data import sample_corpus
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# Two threads on this project's 2-core machines; one each when pytest-xdist runs tests in parallel processes.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // (2 if os.environ.get("PYTEST_XDIST_WORKER") else 1)))
+# Two threads on this project's 2-core machines, shared out when pytest-xdist runs tests in parallel processes.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 ROOT = Path(__file__).resolve().parent.parent
 """The repository's root. Tests and helpers name its files from here, whatever folder of tests/ they sit in."""

@@ -91,7 +91,9 @@ def test_the_flows_help_answers_at_once_with_the_deployments_and_presets():
     out = subprocess.run([sys.executable, "-m", "flows.pretrain", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     took = time.time() - start
-    assert out.returncode == 0 and took < 2.0, (took, out.stderr[-2000:])
+    # Seconds, not the tens a torch import and a server start would take; the margin is for the suite's other test
+    # process sharing the two cores (scripts/test).
+    assert out.returncode == 0 and took < 5.0, (took, out.stderr[-2000:])
     assert "--preset" in out.stdout and "pretrain/from-scratch: corpus=sample" in out.stdout
     assert "finetune/nightly:" in out.stdout and "demo: hidden 64, 2 layers" in out.stdout
     assert "torch" not in out.stderr

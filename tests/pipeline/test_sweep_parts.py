@@ -269,6 +269,29 @@ def test_a_trial_that_failed_or_was_pruned_says_why():
     assert (pruned.state, pruned.value) == ("pruned", None) and pruned.note.startswith("pruned at step 12")
 
 
+def test_a_completed_trial_whose_state_lost_its_data_is_read_from_its_mlflow_run(tmp_path, monkeypatch):
+    """A completed trial's state can come back from the API without its result (results are not persisted): the
+    outcome is then read from the trial's MLflow run, pruned by its tag, complete by its objective."""
+    from prefect.states import Completed
+
+    from tasks import tracking
+    from tasks.sweep import outcome
+    from tasks.sweep_space import Objective
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    goal = Objective("perplexity", "minimize")
+    client = tracking.client()
+    exp = client.create_experiment("trials")
+    pruned_run, done_run = (client.create_run(exp).info.run_id for _ in range(2))
+    tracking.set_tags(pruned_run, {"training.stopped_by": "pruned at step 24: 504 is more than 50% behind"})
+    client.log_metric(done_run, "perplexity", 299.0)
+    lost = Completed()  # what the API hands back: the state, no data
+    pruned = outcome(lost, pruned_run, goal)
+    assert (pruned.state, pruned.note) == ("pruned", "pruned at step 24: 504 is more than 50% behind")
+    done = outcome(lost, done_run, goal)
+    assert (done.state, done.value) == ("complete", 299.0)
+
+
 def test_taking_over_a_dead_sweep_reruns_its_running_trials_and_refuses_a_live_owner(tmp_path, monkeypatch):
     from tasks import sweep as bookkeeping
 

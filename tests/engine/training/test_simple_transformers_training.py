@@ -169,9 +169,10 @@ def test_adafactor_with_its_own_relative_step_trains(corpus, tmp_path):
 
 def test_silent_hides_progress_lines_and_thread_count_sets_threads(corpus, tmp_path, caplog):
     args = tiny_args("bert", tmp_path, max_steps=5, logging_steps=1, silent=True, thread_count=1)
+    before = torch.get_num_threads()
     lm = LanguageModelingModel("bert", None, args=args, train_files=corpus["train"])
     assert torch.get_num_threads() == 1
-    torch.set_num_threads(2)
+    torch.set_num_threads(before)  # the process's own count for the tests after this one (conftest.py's)
     lm.train_model(corpus["train"])
     assert not [r for r in caplog.records if r.getMessage().startswith("step ")]
     lm.args.silent = False

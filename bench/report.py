@@ -95,11 +95,16 @@ def _ratio(x: float) -> str:
     return f"{x:.1f}x" if x >= 0.1 else f"1/{1 / x:,.0f}"
 
 
+def native_bf16_machine(machine: dict) -> bool:
+    """Whether a recorded machine's CPU runs bf16 natively (AVX512-BF16 or AMX in its recorded flags)."""
+    return bool(machine.get("avx512_bf16")) or "amx_bf16" in machine.get("cpu_flags", [])
+
+
 def compute_dtype(system: str, machine: dict) -> str:
     """What a system's matmuls run in: lmcore's default (`mixed_precision="auto"`, compiled or not) takes bf16 where
     the CPU has it natively (AVX512-BF16 or AMX), fp32 elsewhere; the Trainer's bf16 and compiled rows run its
     bf16=True there; lmcore-fp32, the plain Trainer and Simple Transformers run fp32."""
-    native = machine.get("avx512_bf16") or "amx_bf16" in machine.get("cpu_flags", [])
+    native = native_bf16_machine(machine)
     if machine.get("device") == "cuda":  # "auto" on a GPU: bf16 where it has it (every card this bench targets)
         native = True
     best = ("lmcore", "lmcore-compile", "trainer-bf16", "trainer-compile")
@@ -177,7 +182,7 @@ def _train(t: dict, peak: dict | None, targets, machine: dict) -> str:
 
 def _speed_targets(t: dict, by: dict, targets, machine: dict) -> None:
     """lmcore's default against the fastest peer row of each objective, and its fp32 path against the Trainer's."""
-    native = machine.get("avx512_bf16") or "amx_bf16" in machine.get("cpu_flags", [])
+    native = native_bf16_machine(machine)
     for setup in ("BERT-MLM", "GPT-2-CLM", "ELECTRA"):
         ours = by.get((setup, "lmcore"))
         peers = [row for (name, system), row in by.items() if name == setup and not system.startswith("lmcore")

@@ -150,8 +150,7 @@ def best_peak(into: dict, other: dict) -> dict:
 
 def recorded_native_bf16(results: dict) -> bool:
     """Whether the machine a results dict was measured on has native bf16 (its recorded CPU flags)."""
-    m = results["machine"]
-    return bool(m.get("avx512_bf16")) or "amx_bf16" in m.get("cpu_flags", [])
+    return report.native_bf16_machine(results["machine"])
 
 
 def native_bf16() -> bool:

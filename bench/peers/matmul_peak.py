@@ -55,8 +55,9 @@ def main() -> None:
     # Without native bf16 (an AVX2-only CPU) torch emulates bf16 matmuls at a small fraction of fp32's rate: a square
     # 2048 one takes minutes there. Nothing computes in bf16 on such a CPU (lmcore's "auto" is fp32), so its bf16
     # figure is only informative and is measured on a smaller square.
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    native = ns.device == "cuda" or " avx512_bf16" in cpuinfo or " amx_bf16" in cpuinfo
+    from lmcore.training.precision import cpu_has_native_bf16
+
+    native = ns.device == "cuda" or cpu_has_native_bf16()
     bf16_size = ns.size if native else min(ns.size, 512)
     report({"fp32_gflops": gflops(torch.float32, ns.size, ns.seconds, ns.device),
             "bf16_gflops": gflops(torch.bfloat16, bf16_size, ns.seconds, ns.device), "device": ns.device,

@@ -117,9 +117,21 @@ def test_chunked_linear_loss_with_bias_and_bf16_autocast():
     torch.testing.assert_close(loss, ref)
     for a, b in zip(got, (hidden.grad, head.weight.grad, head.bias.grad)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    hidden.grad = head.weight.grad = head.bias.grad = None
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low, _ = linear_loss_sum(hidden, head, labels)
     assert abs(float(low.detach()) - float(ref.detach())) / float(ref.detach()) < 1e-2
+    low.backward()
+    for a, b in zip((hidden.grad, head.weight.grad, head.bias.grad), got):
+        assert a.dtype == torch.float32 and float((a - b).norm() / b.norm()) < 2e-2
+
+    # Logits hundreds apart (a confident model, or a diverging one): the softmax stays finite and exact.
+    far = (hidden.detach() * 60).requires_grad_()
+    loss, _ = linear_loss_sum(far, head, labels)
+    loss.backward()
+    ref = torch.nn.functional.cross_entropy(head(far.detach()), labels, reduction="sum")
+    assert bool(torch.isfinite(far.grad).all())
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-2)
 
 
 def test_fused_gelu_swap_keeps_gpt2_outputs():

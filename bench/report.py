@@ -100,6 +100,16 @@ def native_bf16_machine(machine: dict) -> bool:
     return bool(machine.get("avx512_bf16")) or "amx_bf16" in machine.get("cpu_flags", [])
 
 
+def cpu_class(machine: dict) -> str:
+    """Which table a recorded CPU's figures belong in: "amx" (bf16 matmuls on AMX tiles: several times the fp32
+    peak, where AVX512-BF16 alone gives about twice), "avx512_bf16" (native bf16 without AMX: the main table), or
+    "no-bf16" (AVX2 only: lmcore's default computes in fp32). The three cannot share a table: the same rows stand
+    for different work on each."""
+    if "amx_bf16" in machine.get("cpu_flags", []):
+        return "amx"
+    return "avx512_bf16" if native_bf16_machine(machine) else "no-bf16"
+
+
 def compute_dtype(system: str, machine: dict) -> str:
     """What a system's matmuls run in: lmcore's default (`mixed_precision="auto"`, compiled or not) takes bf16 where
     the CPU has it natively (AVX512-BF16 or AMX), fp32 elsewhere; the Trainer's bf16 and compiled rows run its

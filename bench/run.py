@@ -148,11 +148,6 @@ def best_peak(into: dict, other: dict) -> dict:
     return into
 
 
-def recorded_native_bf16(results: dict) -> bool:
-    """Whether the machine a results dict was measured on has native bf16 (its recorded CPU flags)."""
-    return report.native_bf16_machine(results["machine"])
-
-
 def native_bf16() -> bool:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     return " avx512_bf16" in flags or " amx_bf16" in flags
@@ -441,8 +436,9 @@ def main(argv=None) -> int:
     ns = parse(argv)
     if ns.render:
         write_markdown(json.loads((common.BENCH / "results.json").read_text()))
-        if NO_BF16_JSON.exists():
-            write_no_bf16_section(json.loads(NO_BF16_JSON.read_text()))
+        for kind, (path, *_) in CLASS_SECTIONS.items():
+            if path.exists():
+                write_class_section(json.loads(path.read_text()), kind)
         return 0
     for path in ns.merge_json or []:
         write_where_it_belongs(json.loads(Path(path).read_text()))
@@ -476,12 +472,14 @@ def main(argv=None) -> int:
 
 
 def write_where_it_belongs(results: dict) -> None:
-    """A GPU's figures to their section, a CPU's without native bf16 to theirs, the rest to the main table: by the
-    machine the results record, not the one writing them (--merge-json brings figures from elsewhere)."""
+    """A GPU's figures to their section, a CPU's of another class than the main table's (without native bf16,
+    or with AMX) to theirs, the rest to the main table: by the machine the results record, not the one writing
+    them (--merge-json brings figures from elsewhere)."""
+    kind = report.cpu_class(results["machine"])
     if results["machine"].get("device") == "cuda":
         write_gpu_results(results)
-    elif not recorded_native_bf16(results) and not results.get("quick"):
-        write_no_bf16_results(results)
+    elif kind in CLASS_SECTIONS and not results.get("quick"):
+        write_class_results(results, kind)
     else:
         write_results(results)
 
@@ -497,28 +495,40 @@ def write_gpu_results(results: dict) -> None:
 
 NO_BF16_JSON = common.BENCH / "results-no-bf16.json"
 """A CPU without native bf16's figures (lmcore's default computes in fp32 there), kept beside the main table's."""
+CLASS_SECTIONS = {
+    "no-bf16": (NO_BF16_JSON, "cpu_no_bf16", "On a CPU without native bf16 (lmcore's default computes in fp32)",
+                "The same bench on a CPU with no AVX512-BF16 or AMX, where `mixed_precision=\"auto\"` means fp32 and "
+                "the Trainer has no native bf16 to turn on: lmcore's default against the Trainer in fp32, compiled "
+                "and not."),
+    "amx": (common.BENCH / "results-amx.json", "cpu_amx", "On a CPU with AMX (bf16 matmuls on tiles)",
+            "The same bench on a CPU with AMX-BF16 (Intel Xeon, Sapphire Rapids or later), where a bf16 matmul "
+            "runs several times faster than fp32 (about twice on the main table's AVX512-BF16 CPU): the matmuls "
+            "shrink and what surrounds them decides the ratios. lmcore's default (bf16) against every peer at "
+            "its best."),
+}
+"""Sections of RESULTS.md for CPUs of another class than the main table's (report.cpu_class), each with its JSON."""
 
 
-def write_no_bf16_results(results: dict) -> None:
-    """A run on a CPU without native bf16 (AVX2 only): the issue states its own target for such CPUs (lmcore's fp32
-    path against the Trainer's), and its rows cannot share a table with a native-bf16 machine's, where "lmcore"
-    computes in bf16. So its figures go to bench/results-no-bf16.json and a RESULTS.md section of their own; the
-    main table stays. A later run on such a CPU merges into them by the same rules as write_results."""
+def write_class_results(results: dict, kind: str) -> None:
+    """A run on a CPU of another class than the main table's (report.cpu_class): without native bf16 the issue
+    states its own target (lmcore's fp32 path against the Trainer's) and "lmcore" computes in fp32; with AMX the
+    bf16 peak is several times the main machine's and every ratio moves. Such rows cannot share a table with the
+    main machine's, so their figures go to a JSON file and a RESULTS.md section of their own; the main table
+    stays. A later run on such a CPU merges into them by the same rules as write_results."""
+    path = CLASS_SECTIONS[kind][0]
     stamp_sections(results)
-    merge_recorded(results, NO_BF16_JSON)
-    NO_BF16_JSON.write_text(json.dumps(results, indent=2))
-    write_no_bf16_section(results)
-    log(f"wrote bench/{NO_BF16_JSON.name}")
+    merge_recorded(results, path)
+    path.write_text(json.dumps(results, indent=2))
+    write_class_section(results, kind)
+    log(f"wrote bench/{path.name}")
 
 
-def write_no_bf16_section(results: dict) -> None:
+def write_class_section(results: dict, kind: str) -> None:
+    path, marker, title, intro = CLASS_SECTIONS[kind]
     body = report.render(results).split("\n", 1)[1].replace("\n## ", "\n### ")
-    common.write_marked_section(
-        "<!-- cpu_no_bf16: begin -->\n## On a CPU without native bf16 (lmcore's default computes in fp32)\n\n"
-        "The same bench on a CPU with no AVX512-BF16 or AMX, where `mixed_precision=\"auto\"` means fp32 and the "
-        "Trainer has no native bf16 to turn on: lmcore's default against the Trainer in fp32, compiled and not. "
-        f"Figures also in `bench/{NO_BF16_JSON.name}`.\n{body}\n<!-- cpu_no_bf16: end -->")
-    log("wrote the section of bench/RESULTS.md for a CPU without native bf16")
+    common.write_marked_section(f"<!-- {marker}: begin -->\n## {title}\n\n{intro} Figures also in "
+                                f"`bench/{path.name}`.\n{body}\n<!-- {marker}: end -->")
+    log(f"wrote the section of bench/RESULTS.md for a CPU of class {kind}")
 
 
 def merge_train_rounds(old: dict | None, new: dict | None, same_machine: bool = True,

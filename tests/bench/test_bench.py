@@ -149,3 +149,54 @@ def test_the_report_judges_each_kind_of_cpu_by_its_own_targets():
                                               if line.startswith("| BERT-MLM lmcore fp32 tokens/s"))
     assert "not run" in next(line for line in text.splitlines() if line.startswith("| GPT-2-CLM lmcore fp32"))
     assert "bf16 / fp32: 2.2x" in text
+
+
+def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, monkeypatch):
+    """`--write-results` / `--merge-json` route by the recorded machine: an AVX512-BF16 CPU's figures to the main
+    table (results.json), an AMX CPU's and an AVX2-only CPU's each to a JSON file and a RESULTS.md section of their
+    own; writing one class leaves the others' figures as they were, and --render re-renders every class."""
+    sys.path.insert(0, str(ROOT))
+    from bench import common, report, run
+
+    monkeypatch.setattr(common, "BENCH", tmp_path)
+    monkeypatch.setattr(run, "CLASS_SECTIONS", {kind: (tmp_path / path.name, *rest)
+                                                for kind, (path, *rest) in run.CLASS_SECTIONS.items()})
+    (tmp_path / "RESULTS.md").write_text("# old\n")
+    rows = [_speed_row("lmcore", "BERT-MLM", 6000.0), _speed_row("trainer-bf16", "BERT-MLM", 3000.0)]
+
+    def results(flags, lmcore_tokens):
+        r = [dict(row) for row in rows]
+        r[0].update(tokens_per_s=lmcore_tokens, per_step_s=4096 / lmcore_tokens)
+        return {"machine": {"cpu": "x", "cores": 2, "memory_gb": 1, "avx512_bf16": "avx512_bf16" in flags,
+                            "cpu_flags": flags, "torch": "t", "transformers": "t", "python": "p",
+                            "lmcore_commit": "c"},
+                "date": "d", "command": "python bench/run.py --only peak,train", "notes": [], "quick": False,
+                "sections": {"peak": {"size": 2048, "threads": 2, "fp32_gflops": 100.0, "bf16_gflops": 600.0,
+                                      "bf16_size": 2048},
+                             "train": {"steps": [2, 14], "rounds": 1, "tokens_per_step": 4096, "setups": [],
+                                       "rows": r}}}
+
+    amx = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    assert report.cpu_class(results(amx, 1)["machine"]) == "amx"
+    assert report.cpu_class(results(["avx2", "avx512f", "avx512_bf16"], 1)["machine"]) == "avx512_bf16"
+    assert report.cpu_class(results(["avx2", "fma"], 1)["machine"]) == "no-bf16"
+
+    run.write_where_it_belongs(results(["avx2", "avx512f", "avx512_bf16"], 7000.0))
+    run.write_where_it_belongs(results(amx, 9000.0))
+    run.write_where_it_belongs(results(["avx2", "fma"], 4500.0))
+    main = json.loads((tmp_path / "results.json").read_text())
+    assert main["sections"]["train"]["rows"][0]["tokens_per_s"] == 7000.0
+    assert json.loads((tmp_path / "results-amx.json").read_text())["sections"]["train"]["rows"][0][
+        "tokens_per_s"] == 9000.0
+    assert json.loads((tmp_path / "results-no-bf16.json").read_text())["machine"]["cpu_flags"] == ["avx2", "fma"]
+
+    md = (tmp_path / "RESULTS.md").read_text()
+    amx_part = md[md.index("<!-- cpu_amx: begin -->"):md.index("<!-- cpu_amx: end -->")]
+    assert "## On a CPU with AMX" in amx_part and "| 9,000 |" in amx_part and "| 7,000 |" not in amx_part
+    assert "2.33x" in md.split("<!-- ")[0]  # the main table: 7,000 over the Trainer's 3,000
+    assert "<!-- cpu_no_bf16: begin -->" in md and "| 4,500 |" in md.split("<!-- cpu_no_bf16: begin -->")[1]
+
+    (tmp_path / "RESULTS.md").write_text(md.split("<!-- ")[0])  # --render brings every class's section back
+    run.main(["--render"])
+    again = (tmp_path / "RESULTS.md").read_text()
+    assert again.count("<!-- cpu_amx: begin -->") == 1 and again.count("<!-- cpu_no_bf16: begin -->") == 1

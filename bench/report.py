@@ -97,15 +97,15 @@ def _ratio(x: float) -> str:
 
 def native_bf16_machine(machine: dict) -> bool:
     """Whether a recorded machine's CPU runs bf16 natively (AVX512-BF16 or AMX in its recorded flags)."""
-    return bool(machine.get("avx512_bf16")) or "amx_bf16" in machine.get("cpu_flags", [])
+    return bool(machine.get("avx512_bf16")) or "amx_bf16" in (machine.get("cpu_flags") or [])
 
 
 def cpu_class(machine: dict) -> str:
     """Which table a recorded CPU's figures belong in: "amx" (bf16 matmuls on AMX tiles: several times the fp32
     peak, where AVX512-BF16 alone gives about twice), "avx512_bf16" (native bf16 without AMX: the main table), or
-    "no-bf16" (AVX2 only: lmcore's default computes in fp32). The three cannot share a table: the same rows stand
-    for different work on each."""
-    if "amx_bf16" in machine.get("cpu_flags", []):
+    "no-bf16" (neither AVX512-BF16 nor AMX, AVX-512F CPUs without BF16 included: lmcore's default computes in fp32).
+    The three cannot share a table: the same rows stand for different work on each."""
+    if "amx_bf16" in (machine.get("cpu_flags") or []):
         return "amx"
     return "avx512_bf16" if native_bf16_machine(machine) else "no-bf16"
 

@@ -429,7 +429,13 @@ def parse(argv=None) -> argparse.Namespace:
         ns.rounds = 1 if quick else ns.rounds
     if quick:
         ns.no_install = True
+        if ns.write_results and ns.device == "cpu":
+            p.error(QUICK_CPU_NOT_RECORDED)
     return ns
+
+
+QUICK_CPU_NOT_RECORDED = ("--quick on the CPU is a smoke test (tiny models and corpora): its figures are never written "
+                          "to bench/RESULTS.md; drop --quick to measure, or --write-results to smoke-test")
 
 
 def main(argv=None) -> int:
@@ -474,11 +480,15 @@ def main(argv=None) -> int:
 def write_where_it_belongs(results: dict) -> None:
     """A GPU's figures to their section, a CPU's of another class than the main table's (without native bf16,
     or with AMX) to theirs, the rest to the main table: by the machine the results record, not the one writing
-    them (--merge-json brings figures from elsewhere)."""
-    kind = report.cpu_class(results["machine"])
+    them (--merge-json brings figures from elsewhere). A CPU smoke test's (--quick) figures are refused: tiny models
+    must never stand in a table of measurements."""
     if results["machine"].get("device") == "cuda":
         write_gpu_results(results)
-    elif kind in CLASS_SECTIONS and not results.get("quick"):
+        return
+    if results.get("quick"):
+        raise SystemExit(f"bench/run.py: {QUICK_CPU_NOT_RECORDED}")
+    kind = report.cpu_class(results["machine"])
+    if kind in CLASS_SECTIONS:
         write_class_results(results, kind)
     else:
         write_results(results)

@@ -37,7 +37,14 @@ LONGEST_FIRST = (
 )
 """The suite's longest files, longest first (each file's total, scripts/test on 2 cores, 2026-12-03: 588 s down to
 112 s). They are handed out first: with pytest-xdist's --dist loadfile a long file started last would leave one
-process working alone at the end (the rest of the files keep their order)."""
+process working alone at the end (the rest of the files keep their order). pytest-xdist 3.7+ would otherwise
+re-sort the files by their number of tests, most first (--loadscope-reorder, on by default), which hands these
+files, each of a few long tests, out last: `pytest_configure` turns that off."""
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist's own reordering (3.7+): ours stands instead
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(config, items):

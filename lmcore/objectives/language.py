@@ -132,8 +132,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """Summed cross-entropy of `hidden @ weight.T + bias` against `labels` (all scored), a chunk of rows at a
     time: the forward pass also computes the gradients chunk by chunk, so the (N, V) logits, their fp32 copy and
     the softmax are never held whole (on CPU those passes over memory cost more than the matmul itself). One exp
-    per logit and the weight gradient accumulated in place: the head's forward and backward 14% faster than a
-    log-sum-exp then a second exp, and a (V, H) product added per chunk (GPT-2 at the bench's shapes, fp32, AVX2).
+    per logit, the fp32 weight gradient accumulated in place and 512-row fp32 chunks: together the head's forward
+    and backward ~14% faster than a log-sum-exp then a second exp, a (V, H) product added per chunk and 256-row
+    chunks (GPT-2 at the bench's shapes, fp32, AVX2-only CPU; the chunk size alone is about half of it, see
+    HEAD_CHUNK_ROWS). The gradients are computed once, here: a second derivative is refused, not silently wrong.
     """
 
     @staticmethod
@@ -168,14 +170,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 else:
                     grad_w += torch.mm(g.t(), hc)
         ctx.save_for_backward(grad_h, grad_w, grad_b if grad_b is not None else grad_w.new_empty(0))
-        ctx.has_bias, ctx.dtypes = bias is not None, (hidden.dtype, weight.dtype)
+        ctx.has_bias = bias is not None
+        ctx.dtypes = (hidden.dtype, weight.dtype, bias.dtype if bias is not None else None)
         return loss
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         grad_h, grad_w, grad_b = ctx.saved_tensors
         return ((grad_h * grad_out).to(ctx.dtypes[0]), (grad_w * grad_out).to(ctx.dtypes[1]),
-                (grad_b * grad_out) if ctx.has_bias else None, None, None)
+                (grad_b * grad_out).to(ctx.dtypes[2]) if ctx.has_bias else None, None, None)
 
 
 def linear_loss_sum(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor

@@ -200,3 +200,14 @@ def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, m
     run.main(["--render"])
     again = (tmp_path / "RESULTS.md").read_text()
     assert again.count("<!-- cpu_amx: begin -->") == 1 and again.count("<!-- cpu_no_bf16: begin -->") == 1
+
+    # A CPU smoke test's figures (--quick: tiny models) are refused whatever the class, the main table's included:
+    # by --merge-json of its JSON, and by --quick --write-results before anything runs. The tables stay as they were.
+    before = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
+    for flags in (["avx2", "avx512f", "avx512_bf16"], amx, ["avx2", "fma"]):
+        smoke = {**results(flags, 123.0), "quick": True}
+        with pytest.raises(SystemExit, match="smoke test"):
+            run.write_where_it_belongs(smoke)
+    with pytest.raises(SystemExit):
+        run.parse(["--quick", "--write-results"])
+    assert {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()} == before

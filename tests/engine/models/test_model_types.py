@@ -69,17 +69,20 @@ def test_masked_only_head_gives_the_full_models_loss(model_type):
 
 
 @pytest.mark.parametrize("model_type", ["gpt2", "openai-gpt"])
-def test_chunked_causal_head_gives_the_full_models_loss_and_gradients(model_type):
+def test_chunked_causal_head_gives_the_full_models_loss_and_gradients(model_type, monkeypatch):
     """Causal training scores the vocabulary a chunk of rows at a time with hand-computed gradients; loss and
     every parameter's gradient must equal plain transformers' (full logits, its own shifted loss)."""
+    from lmcore.objectives import language
     from lmcore.objectives.language import LanguageModelForTraining
+
+    monkeypatch.setitem(language.HEAD_CHUNK_ROWS, torch.float32, 128)  # 447 rows: three full chunks and a short one
     from lmcore.models.registry import get_model_type
 
     spec = get_model_type(model_type)
     torch.manual_seed(0)
     config = spec.config_cls(vocab_size=300, n_embd=32, n_layer=2, n_head=2, n_positions=200)
     model = spec.clm_cls(config).eval()  # no dropout: the two passes must see the same network
-    ids = torch.randint(0, 300, (3, 150))  # 447 scored rows: two chunks of the head
+    ids = torch.randint(0, 300, (3, 150))  # 447 scored rows
     attn = torch.ones_like(ids)
     attn[2, 100:] = 0
     labels = ids.masked_fill(attn == 0, -100)
@@ -99,9 +102,12 @@ def test_chunked_causal_head_gives_the_full_models_loss_and_gradients(model_type
     torch.testing.assert_close(eval_sum / ours_n, reference.detach(), rtol=1e-5, atol=1e-5)
 
 
-def test_chunked_linear_loss_with_bias_and_bf16_autocast():
+def test_chunked_linear_loss_with_bias_and_bf16_autocast(monkeypatch):
+    from lmcore.objectives import language
     from lmcore.objectives.language import linear_loss_sum
 
+    # 480 scored rows: three full chunks and a short one in fp32, two of 256 rows' dtype in bf16 (256 + 224).
+    monkeypatch.setitem(language.HEAD_CHUNK_ROWS, torch.float32, 128)
     torch.manual_seed(0)
     head = torch.nn.Linear(24, 500)
     hidden = torch.randn(600, 24, requires_grad=True)
@@ -125,13 +131,29 @@ def test_chunked_linear_loss_with_bias_and_bf16_autocast():
     for a, b in zip((hidden.grad, head.weight.grad, head.bias.grad), got):
         assert a.dtype == torch.float32 and float((a - b).norm() / b.norm()) < 2e-2
 
-    # Logits hundreds apart (a confident model, or a diverging one): the softmax stays finite and exact.
+    # Logits hundreds apart (a confident model, or a diverging one): loss and gradients stay finite and exact.
     far = (hidden.detach() * 60).requires_grad_()
+    head.zero_grad()
     loss, _ = linear_loss_sum(far, head, labels)
     loss.backward()
-    ref = torch.nn.functional.cross_entropy(head(far.detach()), labels, reduction="sum")
-    assert bool(torch.isfinite(far.grad).all())
+    got = (far.grad.clone(), head.weight.grad.clone(), head.bias.grad.clone())
+    with torch.no_grad():
+        logits = head(far)
+    assert float(logits.max() - logits.min()) > 200
+    far.grad = None
+    head.zero_grad()
+    ref = torch.nn.functional.cross_entropy(head(far), labels, reduction="sum")
+    ref.backward()
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-2)
+    for a, b in zip(got, (far.grad, head.weight.grad, head.bias.grad)):
+        assert bool(torch.isfinite(a).all())
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-3)
+
+    # The gradients are computed once, in the forward pass: a second derivative is refused, not silently wrong.
+    loss, _ = linear_loss_sum(hidden, head, labels)
+    (grad,) = torch.autograd.grad(loss, hidden, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
 
 
 def test_fused_gelu_swap_keeps_gpt2_outputs():

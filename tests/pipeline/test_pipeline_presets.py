@@ -92,7 +92,7 @@ def test_the_flows_help_answers_at_once_with_the_deployments_and_presets():
                          text=True, timeout=60)
     took = time.time() - start
     # Seconds, not the tens a torch import and a server start would take; the margin is for the suite's other test
-    # process sharing the two cores (scripts/test).
+    # processes sharing the two cores (scripts/test runs three).
     assert out.returncode == 0 and took < 5.0, (took, out.stderr[-2000:])
     assert "--preset" in out.stdout and "pretrain/from-scratch: corpus=sample" in out.stdout
     assert "finetune/nightly:" in out.stdout and "demo: hidden 64, 2 layers" in out.stdout

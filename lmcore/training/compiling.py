@@ -16,13 +16,13 @@ Inductor keeps what it compiled on disk (`cache_folder()`): a second run of the 
 fraction of the first one's warm-up. Where compiling fails (a model type dynamo cannot trace, no C++ compiler,
 an old torch), the first step says why in one line and the run continues eager.
 
-The rule for `compile="auto"`, from bench/RESULTS.md (*Compiled path*, a 2-core AVX512-BF16 CPU, the bench's
-models, two runs on 2026-12-03): on the CPU a compiled step is 0.90-1.30x lmcore's eager one (BERT-MLM bf16 1.18x
-then 0.90x, GPT-2 0.99x then 0.91x, ELECTRA 0.99x then 1.30x; fp32 0.88x in an earlier run): the matmuls are most of
-the step, and the engine's eager path already does what inductor would fuse (one-kernel GELU, masked-only
-vocabulary projection, chunked loss, cheap dropout masks). The cold warm-up (31-55 s on 2 cores) is earned back
-after 437-570 steps where it pays at all, and no 500-step run reaches 1.2x, so "auto" stays eager on every CPU
-(`compile=True` chooses it for a long run). On CUDA, where kernel launches and elementwise passes are a larger share,
+The rule for `compile="auto"`, from bench/RESULTS.md (*Compiled path*, 2-core AVX512-BF16 CPUs, the bench's
+models, two runs on 2026-12-03 and one on 2026-12-04): on the CPU a compiled step is 0.66-1.30x lmcore's eager one
+(BERT-MLM bf16 1.18x, 0.90x, 0.85x; GPT-2 0.99x, 0.91x, 1.06x; ELECTRA 0.99x, 1.30x, 0.66x; fp32 0.88x in an earlier
+run): the matmuls are most of the step, and the engine's eager path already does what inductor would fuse
+(one-kernel GELU, masked-only vocabulary projection, chunked loss, cheap dropout masks). The cold warm-up (31-55 s on
+2 cores) is earned back after 437-1,252 steps where it pays at all, and no 500-step run reaches 1.2x, so "auto"
+stays eager on every CPU (`compile=True` chooses it for a long run). On CUDA, where kernel launches and elementwise passes are a larger share,
 "auto" compiles runs that plan at least `AUTO_MIN_STEPS["cuda"]` steps (not measured here: no GPU was at hand).
 """
 

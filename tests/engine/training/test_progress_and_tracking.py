@@ -139,6 +139,31 @@ def test_model_flops_are_counted_from_the_kernels_the_model_runs(corpus, tmp_pat
     assert 6 * encoder < per_position < 6 * (encoder + head)  # the head at ~15% of positions, not all of them
 
 
+def test_causal_flops_count_the_whole_vocabulary_head(corpus, tmp_path):
+    """GPT-2 projects every position but the last onto the vocabulary, forward and backward (the chunked loss
+    computes its gradients in its forward pass, the weight's accumulated in place): the count must equal
+    transformers' own model over the same block, less the last position's head, or HFU reads low."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lmcore.training import hardware
+    from lmcore.data.batches import collate
+
+    model = LanguageModelingModel("gpt2", None, args=tiny_args("gpt2", tmp_path), train_files=corpus["train"])
+    features = model._features([__import__("pathlib").Path(corpus["train"])], model.block_size())
+    prepared = model._objective().prepare(collate(features, [0], 0), lambda i: torch.Generator().manual_seed(i))
+    ids = prepared["input_ids"][:1]
+    assert int(prepared["attention_mask"][0].sum()) == ids.shape[1]  # a full block: no padding
+    ours = hardware.measured_flops_per_position(model._training_module(), model._objective(), prepared)
+    with FlopCounterMode(display=False) as counter:
+        model.model(input_ids=ids, labels=ids).loss.backward()
+    model.model.zero_grad(set_to_none=True)
+    config = model.model.config
+    last_head = 6 * config.n_embd * config.vocab_size / ids.shape[1]
+    theirs = counter.get_total_flops() / ids.shape[1]
+    assert abs(ours - (theirs - last_head)) < 0.01 * theirs, (ours, theirs, last_head)
+
+
 def test_attention_kernel_is_eager_on_the_cpu_in_every_dtype(corpus, tmp_path):
     """The engine's rule (bench/cpu_kernels.py --engine): eager attention on the CPU, fp32 and bf16 alike, on every
     submodel; SDPA would draw its dropout masks with torch's bernoulli_ instead of the engine's."""

@@ -72,6 +72,11 @@ BASE_GPT2 = {"n_embd": 768, "n_layer": 12, "n_head": 12, "n_inner": 3072}
 BASE_GENERATOR = {"hidden_size": 256, "num_hidden_layers": 12, "num_attention_heads": 4, "intermediate_size": 1024}
 
 
+def log(msg: str) -> None:
+    """A bench's progress line on stderr, with the time of day."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
 def setups(quick: bool, base: bool = False) -> list[Setup]:
     enc, gpt, gen = (TINY_ENCODER, TINY_GPT2, TINY_GENERATOR) if quick else (ENCODER, GPT2, GENERATOR)
     # ELECTRA-Small's shared embedding width, set explicitly so both ELECTRA implementations build the same pair.

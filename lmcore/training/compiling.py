@@ -22,8 +22,9 @@ models, two runs on 2026-12-03 and one on 2026-12-04): on the CPU a compiled ste
 run): the matmuls are most of the step, and the engine's eager path already does what inductor would fuse
 (one-kernel GELU, masked-only vocabulary projection, chunked loss, cheap dropout masks). The cold warm-up (31-55 s on
 2 cores) is earned back after 437-1,252 steps where it pays at all, and no 500-step run reaches 1.2x, so "auto"
-stays eager on every CPU (`compile=True` chooses it for a long run). On CUDA, where kernel launches and elementwise passes are a larger share,
-"auto" compiles runs that plan at least `AUTO_MIN_STEPS["cuda"]` steps (not measured here: no GPU was at hand).
+stays eager on every CPU (`compile=True` chooses it for a long run). On CUDA, where kernel launches and elementwise
+passes are a larger share, "auto" compiles runs that plan at least `AUTO_MIN_STEPS["cuda"]` steps (not measured
+here: no GPU was at hand).
 """
 
 from __future__ import annotations

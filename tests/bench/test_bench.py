@@ -81,7 +81,7 @@ def test_a_partial_train_rerun_keeps_the_peers_and_pools_only_the_same_engine():
     their own provenance; a re-run row pools its runs with the recorded ones on the same engine commit only; a
     re-run that cannot be merged is refused rather than written over the recorded figures."""
     sys.path.insert(0, str(ROOT))
-    from bench.run import merge_train_rounds
+    from bench.record import merge_train_rounds
 
     old = _section([_row("lmcore", (5.0, 10.0), "aaa", "d1"), _row("trainer", (9.0, 20.0), "aaa", "d1")], "aaa",
                    "d1")
@@ -157,11 +157,11 @@ def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, m
     table (results.json), an AMX CPU's and an AVX2-only CPU's each to a JSON file and a RESULTS.md section of their
     own; writing one class leaves the others' figures as they were, and --render re-renders every class."""
     sys.path.insert(0, str(ROOT))
-    from bench import common, report, run
+    from bench import common, record, report, run
 
     monkeypatch.setattr(common, "BENCH", tmp_path)
-    monkeypatch.setattr(run, "CLASS_SECTIONS", {kind: (tmp_path / path.name, *rest)
-                                                for kind, (path, *rest) in run.CLASS_SECTIONS.items()})
+    monkeypatch.setattr(record, "CLASS_SECTIONS", {kind: (tmp_path / path.name, *rest)
+                                                   for kind, (path, *rest) in record.CLASS_SECTIONS.items()})
     (tmp_path / "RESULTS.md").write_text("# old\n")
     rows = [_speed_row("lmcore", "BERT-MLM", 6000.0), _speed_row("trainer-bf16", "BERT-MLM", 3000.0)]
 
@@ -182,9 +182,9 @@ def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, m
     assert report.cpu_class(results(["avx2", "avx512f", "avx512_bf16"], 1)["machine"]) == "avx512_bf16"
     assert report.cpu_class(results(["avx2", "fma"], 1)["machine"]) == "no-bf16"
 
-    run.write_where_it_belongs(results(["avx2", "avx512f", "avx512_bf16"], 7000.0))
-    run.write_where_it_belongs(results(amx, 9000.0))
-    run.write_where_it_belongs(results(["avx2", "fma"], 4500.0))
+    record.write_where_it_belongs(results(["avx2", "avx512f", "avx512_bf16"], 7000.0))
+    record.write_where_it_belongs(results(amx, 9000.0))
+    record.write_where_it_belongs(results(["avx2", "fma"], 4500.0))
     main = json.loads((tmp_path / "results.json").read_text())
     assert main["sections"]["train"]["rows"][0]["tokens_per_s"] == 7000.0
     assert json.loads((tmp_path / "results-amx.json").read_text())["sections"]["train"]["rows"][0][
@@ -208,7 +208,7 @@ def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, m
     for flags in (["avx2", "avx512f", "avx512_bf16"], amx, ["avx2", "fma"]):
         smoke = {**results(flags, 123.0), "quick": True}
         with pytest.raises(SystemExit, match="smoke test"):
-            run.write_where_it_belongs(smoke)
+            record.write_where_it_belongs(smoke)
     with pytest.raises(SystemExit):
         run.parse(["--quick", "--write-results"])
     assert {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()} == before

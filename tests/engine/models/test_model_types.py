@@ -72,12 +72,11 @@ def test_masked_only_head_gives_the_full_models_loss(model_type):
 def test_chunked_causal_head_gives_the_full_models_loss_and_gradients(model_type, monkeypatch):
     """Causal training scores the vocabulary a chunk of rows at a time with hand-computed gradients; loss and
     every parameter's gradient must equal plain transformers' (full logits, its own shifted loss)."""
+    from lmcore.models.registry import get_model_type
     from lmcore.objectives import language
     from lmcore.objectives.language import LanguageModelForTraining
 
     monkeypatch.setitem(language.HEAD_CHUNK_ROWS, torch.float32, 128)  # 447 rows: three full chunks and a short one
-    from lmcore.models.registry import get_model_type
-
     spec = get_model_type(model_type)
     torch.manual_seed(0)
     config = spec.config_cls(vocab_size=300, n_embd=32, n_layer=2, n_head=2, n_positions=200)

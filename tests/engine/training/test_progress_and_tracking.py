@@ -143,14 +143,16 @@ def test_causal_flops_count_the_whole_vocabulary_head(corpus, tmp_path):
     """GPT-2 projects every position but the last onto the vocabulary, forward and backward (the chunked loss
     computes its gradients in its forward pass, the weight's accumulated in place): the count must equal
     transformers' own model over the same block, less the last position's head, or HFU reads low."""
+    from pathlib import Path
+
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lmcore.training import hardware
     from lmcore.data.batches import collate
+    from lmcore.training import hardware
 
     model = LanguageModelingModel("gpt2", None, args=tiny_args("gpt2", tmp_path), train_files=corpus["train"])
-    features = model._features([__import__("pathlib").Path(corpus["train"])], model.block_size())
+    features = model._features([Path(corpus["train"])], model.block_size())
     prepared = model._objective().prepare(collate(features, [0], 0), lambda i: torch.Generator().manual_seed(i))
     ids = prepared["input_ids"][:1]
     assert int(prepared["attention_mask"][0].sum()) == ids.shape[1]  # a full block: no padding

@@ -56,8 +56,13 @@ def render_recorded() -> None:
 
 
 def write_gpu_results(results: dict) -> None:
-    """A GPU run's figures: bench/results-cuda.json and their own RESULTS.md section (the CPU figures stay)."""
-    (common.BENCH / "results-cuda.json").write_text(json.dumps(results, indent=2))
+    """A GPU run's figures: bench/results-cuda.json and their own RESULTS.md section (the CPU figures stay). A
+    later run on the same card merges in by write_results' rules: a `--systems lmcore-compile` run adds its rows
+    to the recorded eager ones."""
+    path = common.BENCH / "results-cuda.json"
+    stamp_sections(results)
+    merge_recorded(results, path)
+    path.write_text(json.dumps(results, indent=2))
     body = report.render(results).split("\n", 1)[1].replace("\n## ", "\n### ")
     common.write_marked_section("<!-- gpu_quick: begin -->\n## GPU quick bench (`bench/run.py --device cuda "
                                 f"--quick`), {results['machine'].get('gpu')}\n{body}\n<!-- gpu_quick: end -->")
@@ -189,15 +194,17 @@ def stamp_sections(results: dict) -> None:
 def merge_recorded(results: dict, path: Path) -> None:
     """Fold the figures recorded at `path` into `results` (in place): sections not run this time are kept, train
     rounds of the same machine and engine pool, notes about a session's conditions lapse with its figures."""
-    if path.exists() and not results["quick"]:
+    gpu = results["machine"].get("device") == "cuda"  # on a GPU, --quick is the measurement
+    if path.exists() and (gpu or not results["quick"]):
         old = json.loads(path.read_text())
-        if not old.get("quick"):
+        if gpu or not old.get("quick"):
             # Notes about a session's conditions lapse once its training figures are re-measured.
-            # A re-run of some systems only (--systems) keeps them: the other rows stand as measured.
-            partial = "--systems" in results["command"]
+            # A re-run of some systems or models only (--systems, --setups) keeps them: the other rows
+            # stand as measured.
+            partial = "--systems" in results["command"] or "--setups" in results["command"]
             kept = [] if "train" in results["sections"] and not partial else old.get("notes", [])
             same_machine = all(old.get("machine", {}).get(k) == results["machine"].get(k)
-                               for k in ("cpu", "cpu_flags", "cores", "torch", "transformers"))
+                               for k in ("cpu", "cpu_flags", "cores", "torch", "transformers", "gpu"))
             merge_train_rounds(old["sections"].get("train"), results["sections"].get("train"), same_machine,
                                partial)
             merge_quality_rows(old["sections"].get("quality"), results["sections"].get("quality"))

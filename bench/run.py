@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -49,6 +50,8 @@ class Bench:
         # --quick only checks that every part runs, on BERT alone (3 minutes on 2 busy cores); on a GPU it measures
         # the three objectives at BERT-base shapes.
         self.train_setups = self.setups[:1] if ns.quick and not gpu else self.setups
+        if ns.setups:
+            self.train_setups = [s for s in self.setups if s.name in ns.setups]
         self.results: dict = {"sections": {}, "notes": []}
         self.tokenizers: dict[str, str] = {}
         self.corpus = str(work / "train.txt")
@@ -356,13 +359,16 @@ def machine() -> dict:
 def engine_commit() -> str:
     """The last commit that changed what lmcore's rows run: lmcore/ and the bench's lmcore worker (a commit to the
     rest of the bench measures the same engine); "+dirty" when those paths have uncommitted changes, "unknown"
-    outside a git checkout (never pooled)."""
+    outside a git checkout unless $LMCORE_COMMIT names the commit a copy was made from (a tree sent to a GPU
+    machine travels without its .git; unknown rows are never pooled)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=common.ROOT, capture_output=True, text=True).stdout.strip()
 
     paths = ("lmcore", "bench/peers/lmcore_run.py", "bench/common.py")
     commit = git("log", "-1", "--format=%h", "--", *paths)
-    return (commit + ("+dirty" if git("status", "--porcelain", "--", *paths) else "")) if commit else "unknown"
+    if not commit:
+        return os.environ.get("LMCORE_COMMIT", "unknown")
+    return commit + ("+dirty" if git("status", "--porcelain", "--", *paths) else "")
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -377,6 +383,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--quality-configs", default=None, help="e.g. BERT-MLM,ELECTRA (default: all)")
     p.add_argument("--quality-seeds", type=int, default=None, help="seeds per precision and configuration")
     p.add_argument("--systems", default=None, help="comma-separated subset of the train section's systems")
+    p.add_argument("--setups", default=None, help="comma-separated subset of the train section's models "
+                   "(BERT-MLM, GPT-2-CLM, ELECTRA)")
     p.add_argument("--data-mb", type=int, default=None, help="corpus for tokenization throughput")
     p.add_argument("--st-data-mb", type=int, default=2, help="Simple Transformers' (slow) share of it")
     p.add_argument("--big-mb", type=int, default=None, help="corpus for peak RSS of data preparation")
@@ -401,15 +409,25 @@ def parse(argv=None) -> argparse.Namespace:
     ns.steps = tuple(int(x) for x in str(ns.steps).split(","))
     ns.only = [s.strip() for s in ns.only.split(",") if s.strip()]
     ns.systems = [s.strip() for s in ns.systems.split(",")] if ns.systems else None
+    ns.setups = [s.strip() for s in ns.setups.split(",")] if ns.setups else None
+    known = [s.name for s in common.setups(False)]
+    if ns.setups and not set(ns.setups) <= set(known):
+        p.error(f"--setups: unknown model(s) {sorted(set(ns.setups) - set(known))}; choose from {known}")
     unknown = [s for s in ns.only if s not in SECTIONS]
     if unknown:
         p.error(f"--only: unknown section(s) {unknown}; choose from {SECTIONS}")
     ns.train_kb, ns.peak_size, ns.peak_seconds = (256, 1024, 1.0) if quick else (0, 2048, 3.0)
     if ns.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():  # the engine would fall back to the CPU and the figures would lie
+            p.error(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device")
         if "--only" not in (argv if argv is not None else sys.argv):
             ns.only = ["peak", "train"]
         ns.train_kb, ns.peak_size, ns.peak_seconds = 0, 8192, 2.0
-        ns.steps = (2, 12) if quick else ns.steps
+        # A BERT-base step on a data-centre GPU takes tens of milliseconds: 50 steps between the short and the
+        # long run keep the difference well above the timer's and the run's fixed costs' noise.
+        ns.steps = (10, 60) if quick else ns.steps
         ns.rounds = 1 if quick else ns.rounds
     if quick:
         ns.no_install = True
@@ -444,6 +462,8 @@ def main(argv=None) -> int:
             log(f"section {name}")
             b.results["sections"][name] = run_sections[name](b)
             b.results["sections"][name]["seconds"] = time.time() - section_start
+            if ns.json:  # what is measured so far survives a later section's failure or a time limit
+                Path(ns.json).write_text(json.dumps(b.results, indent=2))
     b.results["seconds"] = time.time() - started
     text = report.render(b.results)
     print(text)

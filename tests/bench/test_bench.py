@@ -212,3 +212,58 @@ def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, m
     with pytest.raises(SystemExit):
         run.parse(["--quick", "--write-results"])
     assert {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_a_gpu_run_and_a_later_compiled_run_share_the_gpu_section(tmp_path, monkeypatch):
+    """The GPU quick bench is recorded by the same rules as the CPU tables: a later `--systems lmcore-compile`
+    run on the same card adds its row beside the recorded eager ones and keeps their peak; another card's partial
+    run is refused rather than mixed in; the GPU path refuses to start where torch sees no CUDA device (the engine
+    would quietly train on the CPU), and --setups names only the bench's models."""
+    sys.path.insert(0, str(ROOT))
+    from bench import common, record, run
+
+    monkeypatch.setattr(common, "BENCH", tmp_path)
+    (tmp_path / "RESULTS.md").write_text("# CPU tables\n\n<!-- gpu_quick: begin -->\nnot yet\n"
+                                         "<!-- gpu_quick: end -->\n")
+
+    def results(command, rows, peak=True, gpu="NVIDIA H200"):
+        sections = {"train": {"steps": [10, 60], "rounds": 1, "tokens_per_step": 4096, "setups": ["s"],
+                              "rows": rows}}
+        if peak:
+            sections["peak"] = {"size": 8192, "fp32_gflops": 50_000.0, "bf16_gflops": 700_000.0, "bf16_size": 8192,
+                                "device": "cuda", "threads": 16}
+        return {"machine": {"cpu": "x", "cores": 16, "memory_gb": 128, "avx512_bf16": False, "cpu_flags": [],
+                            "torch": "t", "transformers": "t", "python": "p", "lmcore_commit": "c", "gpu": gpu,
+                            "device": "cuda"},
+                "date": "d", "command": command, "notes": [], "quick": True, "sections": sections}
+
+    eager = [_speed_row("lmcore", "BERT-MLM", 200_000.0), _speed_row("lmcore", "GPT-2-CLM", 150_000.0)]
+    record.write_where_it_belongs(results("python bench/run.py --device cuda --quick", eager))
+    compiled = _speed_row("lmcore-compile", "BERT-MLM", 300_000.0)
+    record.write_where_it_belongs(results("python bench/run.py --device cuda --quick --only train --systems "
+                                          "lmcore-compile --setups BERT-MLM", [compiled], peak=False))
+    recorded = json.loads((tmp_path / "results-cuda.json").read_text())
+    rows = {(r["system"], r["setup"]): r["tokens_per_s"] for r in recorded["sections"]["train"]["rows"]}
+    assert rows == {("lmcore", "BERT-MLM"): 200_000.0, ("lmcore", "GPT-2-CLM"): 150_000.0,
+                    ("lmcore-compile", "BERT-MLM"): 300_000.0}
+    assert recorded["sections"]["peak"]["bf16_gflops"] == 700_000.0
+    md = (tmp_path / "RESULTS.md").read_text()
+    gpu = md[md.index("<!-- gpu_quick: begin -->"):md.index("<!-- gpu_quick: end -->")]
+    assert md.startswith("# CPU tables") and "not yet" not in gpu and "NVIDIA H200" in gpu
+    assert "| 300,000 |" in gpu and "| 150,000 |" in gpu
+    assert "| 0.67x |" in gpu  # the default's 200,000 tokens/s over the compiled row's 300,000
+    assert "fastest peer" not in gpu  # no peers run on the GPU
+
+    with pytest.raises(SystemExit, match="--steps"):
+        record.write_where_it_belongs(results("python bench/run.py --device cuda --quick --systems lmcore-compile",
+                                              [compiled], peak=False, gpu="NVIDIA A100"))
+    assert json.loads((tmp_path / "results-cuda.json").read_text()) == recorded
+
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            run.parse(["--device", "cuda", "--quick"])
+    with pytest.raises(SystemExit):
+        run.parse(["--setups", "BERT-MLM,T5"])
+    assert run.parse(["--setups", "GPT-2-CLM", "--only", "train"]).setups == ["GPT-2-CLM"]

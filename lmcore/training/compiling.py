@@ -10,7 +10,10 @@ which would recompile every step. Evaluation, the FLOP count of the first step a
 
 `line_by_line` batches vary in length and size: the first batch compiles for its shapes, the first batch of another
 shape compiles once more with those sizes symbolic (dynamo's automatic dynamic shapes), and no later batch
-recompiles; `compiles()` counts them, and a test holds the bound.
+recompiles; `compiles()` counts them, and a test holds the bound. A step with fewer examples than the first compiled
+one (the short last batch of an epoch) runs eager: with fixed-length blocks it is the only other shape a run meets,
+and compiling it would cost a second warm-up in the middle of the run (on an H200, a BERT-base run of 60 steps over
+an epoch of 35 batches spent 31 s of its 38 in that recompile, bench/RESULTS.md's GPU section).
 
 Inductor keeps what it compiled on disk (`cache_folder()`): a second run of the same model and shapes starts in a
 fraction of the first one's warm-up. Where compiling fails (a model type dynamo cannot trace, no C++ compiler,
@@ -128,6 +131,10 @@ class Compiled:
         self.failed: str | None = None
         self._pending = "first" if decision.on else None
         self._first_s = 0.0
+        self.rows: int | None = None
+        """Examples in the first compiled step: a step with fewer runs eager (`step`)."""
+        self.eager_steps = 0
+        """Steps that ran eager for that reason."""
 
     @property
     def warming(self) -> bool:
@@ -154,11 +161,13 @@ class Compiled:
         self.on, self.failed, self._pending = False, why, None
         log.warning("compile: %s; training continues eager", why)
 
-    def step(self, run_step):
-        """`run_step()`: one training step. The first compiled one falls back to eager when compiling fails (nothing
-        was stepped: the optimizer runs after the backward pass), and with the second gives the warm-up: the first
-        step's time less the second's."""
+    def step(self, run_step, rows: int | None = None):
+        """`run_step()`: one training step of `rows` examples. The first compiled one falls back to eager when
+        compiling fails (nothing was stepped: the optimizer runs after the backward pass), and with the next full
+        one gives the warm-up: the first step's time less that one's. A step with fewer examples than the first
+        runs eager (the short last batch of an epoch would otherwise compile again)."""
         if self._pending == "first":
+            self.rows = rows
             self._pending = "second"
             start = time.perf_counter()
             try:
@@ -173,6 +182,10 @@ class Compiled:
                 return run_step()
             self._first_s = time.perf_counter() - start
             return out
+        if self.on and rows is not None and self.rows is not None and rows < self.rows:
+            self.eager_steps += 1
+            with eager():
+                return run_step()
         if self._pending == "second":
             self._pending = None
             start = time.perf_counter()

@@ -125,7 +125,8 @@ def fit(run: TrainSetup) -> State:
                     progress.flops_per_position = hardware.measured_flops_per_position(
                         run.model, run.objective, to_device(micro[0], device))
             with progress.one_off() if main and compiled.warming else contextlib.nullcontext():
-                done = compiled.step(lambda: train_step(stepper, micro))  # the first compiled one: its warm-up
+                done = compiled.step(lambda: train_step(stepper, micro),  # the first compiled one: its warm-up
+                                     rows=sum(len(p["input_ids"]) for p in micro))
             if done.refused:
                 window.add(state.step + 1, done.sums, done.totals, done.bad, lr)
                 window.flush(state)  # raises, naming the step; nothing was applied

@@ -48,11 +48,13 @@ def write_where_it_belongs(results: dict) -> None:
 
 
 def render_recorded() -> None:
-    """RESULTS.md again from the recorded figures (--render), every CPU class's section included."""
+    """RESULTS.md again from the recorded figures (--render), every CPU class's section and the GPU's included."""
     write_markdown(json.loads((common.BENCH / "results.json").read_text()))
     for kind, (path, *_) in CLASS_SECTIONS.items():
         if path.exists():
             write_class_section(json.loads(path.read_text()), kind)
+    if (common.BENCH / "results-cuda.json").exists():
+        write_gpu_section(json.loads((common.BENCH / "results-cuda.json").read_text()))
 
 
 def write_gpu_results(results: dict) -> None:
@@ -63,10 +65,14 @@ def write_gpu_results(results: dict) -> None:
     stamp_sections(results)
     merge_recorded(results, path)
     path.write_text(json.dumps(results, indent=2))
+    write_gpu_section(results)
+    log("wrote bench/results-cuda.json and the GPU section of bench/RESULTS.md")
+
+
+def write_gpu_section(results: dict) -> None:
     body = report.render(results).split("\n", 1)[1].replace("\n## ", "\n### ")
     common.write_marked_section("<!-- gpu_quick: begin -->\n## GPU quick bench (`bench/run.py --device cuda "
                                 f"--quick`), {results['machine'].get('gpu')}\n{body}\n<!-- gpu_quick: end -->")
-    log("wrote bench/results-cuda.json and the GPU section of bench/RESULTS.md")
 
 
 NO_BF16_JSON = common.BENCH / "results-no-bf16.json"

@@ -24,7 +24,8 @@ TRAIN_NOTES = [
 
 
 def render(r: dict) -> str:
-    out = [f"# lmcore benchmark results{' (--quick smoke run: not a measurement)' if r.get('quick') else ''}", "",
+    smoke = r.get("quick") and r["machine"].get("device") != "cuda"  # on a GPU, --quick is the measurement
+    out = [f"# lmcore benchmark results{' (--quick smoke run: not a measurement)' if smoke else ''}", "",
            _machine(r), ""]
     targets: list[tuple[str, str, bool | None]] = []
     s = r["sections"]

@@ -26,8 +26,11 @@ run): the matmuls are most of the step, and the engine's eager path already does
 (one-kernel GELU, masked-only vocabulary projection, chunked loss, cheap dropout masks). The cold warm-up (31-55 s on
 2 cores) is earned back after 437-1,252 steps where it pays at all, and no 500-step run reaches 1.2x, so "auto"
 stays eager on every CPU (`compile=True` chooses it for a long run). On CUDA, where kernel launches and elementwise
-passes are a larger share, "auto" compiles runs that plan at least `AUTO_MIN_STEPS["cuda"]` steps (not measured
-here: no GPU was at hand).
+passes are a larger share, "auto" compiles runs that plan at least `AUTO_MIN_STEPS["cuda"]` steps. On an H200
+(bench/RESULTS.md's GPU section, 2026-12-04) a BERT-base eager step at the bench's 32 x 128 tokens takes 25 ms and
+the cold warm-up 27-35 s (5 s with inductor's cache warm): a 1.5x faster compiled step earns a cold warm-up back
+after 3,200-4,200 steps, hence 4,000 (a longer step, from a larger batch or model, earns it back sooner). The
+compiled step itself was not measured there after the short-batch fix above.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from .precision import Precision
 log = logging.getLogger(__name__)
 
 SETTINGS = ("auto", True, False)
-AUTO_MIN_STEPS = {"cuda": 300}
+AUTO_MIN_STEPS = {"cuda": 4000}
 """Optimizer steps a run must plan before "auto" compiles, by device type; a device type not listed (the CPU) never
 compiles under "auto" (see the module docstring)."""
 BACKEND = "inductor"

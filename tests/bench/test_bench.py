@@ -253,6 +253,12 @@ def test_a_gpu_run_and_a_later_compiled_run_share_the_gpu_section(tmp_path, monk
     assert "| 300,000 |" in gpu and "| 150,000 |" in gpu
     assert "| 0.67x |" in gpu  # the default's 200,000 tokens/s over the compiled row's 300,000
     assert "fastest peer" not in gpu  # no peers run on the GPU
+    (tmp_path / "RESULTS.md").write_text(md.replace(gpu, "<!-- gpu_quick: begin -->\nlost\n"))
+    (tmp_path / "results.json").write_text("{}")
+    monkeypatch.setattr(record, "write_markdown", lambda results: None)  # the CPU tables are not under test here
+    monkeypatch.setattr(record, "CLASS_SECTIONS", {})
+    record.render_recorded()
+    assert (tmp_path / "RESULTS.md").read_text() == md  # --render re-renders the GPU section from its JSON
 
     with pytest.raises(SystemExit, match="--steps"):
         record.write_where_it_belongs(results("python bench/run.py --device cuda --quick --systems lmcore-compile",

@@ -61,18 +61,14 @@ def write_gpu_results(results: dict) -> None:
     """A GPU run's figures: bench/results-cuda.json and their own RESULTS.md section (the CPU figures stay). A
     later run on the same card merges in by write_results' rules: a `--systems lmcore-compile` run adds its rows
     to the recorded eager ones."""
-    path = common.BENCH / "results-cuda.json"
-    stamp_sections(results)
-    merge_recorded(results, path)
-    path.write_text(json.dumps(results, indent=2))
-    write_gpu_section(results)
-    log("wrote bench/results-cuda.json and the GPU section of bench/RESULTS.md")
+    record(results, common.BENCH / "results-cuda.json", write_gpu_section)
 
 
 def write_gpu_section(results: dict) -> None:
     body = report.render(results).split("\n", 1)[1].replace("\n## ", "\n### ")
     common.write_marked_section("<!-- gpu_quick: begin -->\n## GPU quick bench (`bench/run.py --device cuda "
                                 f"--quick`), {results['machine'].get('gpu')}\n{body}\n<!-- gpu_quick: end -->")
+    log("wrote the GPU section of bench/RESULTS.md")
 
 
 NO_BF16_JSON = common.BENCH / "results-no-bf16.json"
@@ -97,12 +93,7 @@ def write_class_results(results: dict, kind: str) -> None:
     bf16 peak is several times the main machine's and every ratio moves. Such rows cannot share a table with the
     main machine's, so their figures go to a JSON file and a RESULTS.md section of their own; the main table
     stays. A later run on such a CPU merges into them by the same rules as write_results."""
-    path = CLASS_SECTIONS[kind][0]
-    stamp_sections(results)
-    merge_recorded(results, path)
-    path.write_text(json.dumps(results, indent=2))
-    write_class_section(results, kind)
-    log(f"wrote bench/{path.name}")
+    record(results, CLASS_SECTIONS[kind][0], lambda merged: write_class_section(merged, kind))
 
 
 def write_class_section(results: dict, kind: str) -> None:
@@ -177,17 +168,23 @@ def write_markdown(results: dict) -> None:
     md = common.BENCH / "RESULTS.md"
     kept = re.findall(r"<!-- [\w-]+: begin -->.*?<!-- [\w-]+: end -->", md.read_text(), re.S) if md.exists() else []
     md.write_text(report.render(results) + "".join(f"\n{block}\n" for block in kept))
+    log("wrote bench/RESULTS.md")
 
 
 def write_results(results: dict) -> None:
     """bench/results.json and RESULTS.md; sections not run this time are kept from the recorded results (each
     section remembers the command and date that measured it)."""
-    path = common.BENCH / "results.json"
+    record(results, common.BENCH / "results.json", write_markdown)
+
+
+def record(results: dict, path: Path, write_section) -> None:
+    """Stamp each section with what measured it, fold in the figures recorded at `path`, write them there, then
+    the RESULTS.md part that shows them (`write_section(results)`)."""
     stamp_sections(results)
     merge_recorded(results, path)
     path.write_text(json.dumps(results, indent=2))
-    write_markdown(results)
-    log("wrote bench/RESULTS.md and bench/results.json")
+    write_section(results)
+    log(f"wrote bench/{path.name}")
 
 
 def stamp_sections(results: dict) -> None:

@@ -21,7 +21,7 @@ from ..training import checkpoint
 from .args import ArgsError, LanguageModelingArgs
 from ..objectives.electra import DISCRIMINATOR_DIR, GENERATOR_DIR, ElectraObjective, replace_tokens, sample_tokens
 from .hub import from_pretrained
-from ..objectives.language import IGNORE, LanguageModelForTraining, LanguageModelObjective, Objective
+from ..objectives.language import IGNORE, LanguageModelForTraining, LanguageModelObjective, Objective, rows_at
 from .registry import ModelType, electra_generator_head
 from ..data.tokenizer import load_tokenizer
 
@@ -231,15 +231,17 @@ class ElectraPair(torch.nn.Module):
             self.generator.electra.embeddings = self.discriminator.electra.embeddings
             self.generator.generator_lm_head.weight = self.discriminator.electra.embeddings.word_embeddings.weight
 
-    def forward(self, masked_inputs, attention_mask, input_ids, mlm_labels, uniforms: torch.Tensor | None):
-        """One ELECTRA pass; `uniforms` (B, T) draw the replacements. Returns generator loss sum and count,
-        discriminator logits (B, T) and labels (B, T)."""
+    def forward(self, masked_inputs, attention_mask, input_ids, mlm_labels, uniforms: torch.Tensor | None,
+                masked_index: torch.Tensor | None = None):
+        """One ELECTRA pass; `uniforms` (B, T) draw the replacements; `masked_index`, the masked positions
+        flattened (lmcore.objectives.language.host_facts), gathers them without reading their count back.
+        Returns generator loss sum and count, discriminator logits (B, T) and labels (B, T)."""
         hidden = self.generator.electra(input_ids=masked_inputs, attention_mask=attention_mask)[0]
         masked = mlm_labels != IGNORE
-        gen_at_masked = electra_generator_head(self.generator, hidden[masked])  # only masked positions: (N, V)
-        gen_loss = F.cross_entropy(gen_at_masked.float(), mlm_labels[masked], reduction="sum")
-        samples = sample_tokens(gen_at_masked, None if uniforms is None else uniforms[masked])
-        disc_inputs, disc_labels = replace_tokens(input_ids, masked, samples)
+        gen_at_masked = electra_generator_head(self.generator, rows_at(hidden, masked, masked_index))  # (N, V)
+        gen_loss = F.cross_entropy(gen_at_masked.float(), rows_at(mlm_labels, masked, masked_index), reduction="sum")
+        samples = sample_tokens(gen_at_masked, None if uniforms is None else rows_at(uniforms, masked, masked_index))
+        disc_inputs, disc_labels = replace_tokens(input_ids, masked, samples, masked_index)
         disc_logits = self.discriminator(input_ids=disc_inputs, attention_mask=attention_mask).logits
         return gen_loss, masked.sum(), disc_logits, disc_labels
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .language import IGNORE, draws_for, mask_tokens, maskable
+from .language import IGNORE, attention_mask_of, draws_for, host_facts, mask_tokens, maskable
 
 GENERATOR_DIR, DISCRIMINATOR_DIR = "generator_model", "discriminator_model"
 AUC_BINS = 200
@@ -34,20 +34,27 @@ def sample_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None) -> torch.
     return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=cdf.shape[1] - 1)
 
 
-def replace_tokens(input_ids: torch.Tensor, masked: torch.Tensor, samples: torch.Tensor):
-    """input_ids (B, T), masked (B, T) bool, samples (N,) -> (discriminator inputs (B, T), labels (B, T) float).
+def replace_tokens(input_ids: torch.Tensor, masked: torch.Tensor, samples: torch.Tensor,
+                   masked_index: torch.Tensor | None = None):
+    """input_ids (B, T), masked (B, T) bool, samples (N,) -> (discriminator inputs (B, T), labels (B, T) float);
+    `masked_index`, the masked positions flattened (`host_facts`), writes the samples without reading N back.
 
     A label is 1 where the token differs from the original. A sample that happens to equal the original token is
     labelled 0 (original): the discriminator cannot and should not tell it apart.
     """
     replaced = input_ids.clone()
-    replaced[masked] = samples
+    if masked_index is None:
+        replaced[masked] = samples
+    else:
+        replaced.view(-1).index_copy_(0, masked_index, samples)
     return replaced, (replaced != input_ids).float()
 
 
-def discriminator_loss_sum(logits: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor):
+def discriminator_loss_sum(logits: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor,
+                           scored_index: torch.Tensor | None = None):
     """logits (B, T), labels (B, T), scored (B, T) bool -> (summed binary cross-entropy, scored count)."""
-    loss = F.binary_cross_entropy_with_logits(logits.float()[scored], labels[scored], reduction="sum")
+    at = (lambda x: x[scored]) if scored_index is None else (lambda x: x.reshape(-1).index_select(0, scored_index))
+    loss = F.binary_cross_entropy_with_logits(at(logits.float()), at(labels), reduction="sum")
     return loss, scored.sum()
 
 
@@ -79,19 +86,21 @@ class ElectraObjective:
         masked_inputs, labels = mask_tokens(ids, scored, self.mask_id, self.mlm_probability, draws)
         return {"input_ids": ids, "masked_inputs": masked_inputs, "attention_mask": attn, "labels": labels,
                 "scored": scored, "uniforms": draws["sample"],
-                "counts": {"generator": int((labels != IGNORE).sum()), "discriminator": int(scored.sum())}}
+                "counts": {"generator": int((labels != IGNORE).sum()), "discriminator": int(scored.sum())},
+                **host_facts(attn, masked=labels != IGNORE, scored=scored)}
 
     def _forward(self, model, prepared: dict):
         uniforms = None if prepared["input_ids"].device.type == "meta" else prepared["uniforms"]
-        gen_sum, _, disc_logits, disc_labels = model(prepared["masked_inputs"], prepared["attention_mask"],
-                                                     prepared["input_ids"], prepared["labels"], uniforms)
+        gen_sum, _, disc_logits, disc_labels = model(prepared["masked_inputs"], attention_mask_of(prepared),
+                                                     prepared["input_ids"], prepared["labels"], uniforms,
+                                                     masked_index=prepared.get("masked_index"))
         return gen_sum, disc_logits, disc_labels, prepared["scored"]
 
     def loss_sums(self, model, prepared: dict) -> dict:
         """Device side: the generator's summed MLM loss and the discriminator's summed binary loss; each is
         divided by its own token count over the optimizer step."""
         gen_sum, disc_logits, disc_labels, scored = self._forward(model, prepared)
-        disc_sum, _ = discriminator_loss_sum(disc_logits, disc_labels, scored)
+        disc_sum, _ = discriminator_loss_sum(disc_logits, disc_labels, scored, prepared.get("scored_index"))
         return {"generator": gen_sum, "discriminator": disc_sum}
 
     def eval_sum_shapes(self) -> dict:

@@ -100,6 +100,37 @@ def draws_for(batch: dict, generator_for, vocab_size: int) -> dict[str, torch.Te
     return row_draws(generators, batch["attention_mask"].sum(1), batch["input_ids"].shape[1], vocab_size)
 
 
+def host_facts(attention_mask: torch.Tensor, **scored: torch.Tensor) -> dict:
+    """What the host knows about a batch before it goes to the device, so that the device-side step never reads a
+    value back (each read waits for the device to finish everything queued: on a GPU, a stall per read): whether
+    any position is padding (without padding the model gets no attention mask, so transformers skips its own
+    `mask.all()` check, a read), and, for each boolean (B, T) mask in `scored`, its positions in the flattened
+    batch as "<name>_index" (indexing with them gathers the same rows, in the same order, as the boolean mask, with
+    no read of how many there are)."""
+    out = {"padded": not bool(attention_mask.all())}
+    for name, mask in scored.items():
+        out[f"{name}_index"] = mask.reshape(-1).nonzero().squeeze(1)
+    return out
+
+
+READS_IDS_WITHOUT_MASK = frozenset({"gpt2", "openai-gpt", "longformer"})
+"""Model types whose transformers forward, given no attention mask, reads the input ids back to warn about padding
+(`warn_if_padding_and_no_attention_mask`): a read either way, and a spurious warning where a block starts or ends
+with the padding token; they keep an all-ones mask."""
+
+
+def attention_mask_of(prepared: dict) -> torch.Tensor | None:
+    """The attention mask a prepared batch's model call takes: None where `host_facts` found no padding (the same
+    attention: transformers drops an all-ones mask itself, after reading it back)."""
+    return prepared["attention_mask"] if prepared.get("padded", True) else None
+
+
+def rows_at(x: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """x[mask] for a (B, T, ...) x and a (B, T) boolean mask, through `index` (its flattened positions, from
+    `host_facts`) when the host gave it."""
+    return x[mask] if index is None else x.flatten(0, 1).index_select(0, index)
+
+
 def causal_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, T) labels for next-token prediction: the inputs themselves, padding ignored (models shift by one)."""
     return input_ids.masked_fill(attention_mask == 0, IGNORE)
@@ -182,12 +213,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 (grad_b * grad_out).to(ctx.dtypes[2]) if ctx.has_bias else None, None, None)
 
 
-def linear_loss_sum(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_loss_sum(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor,
+                    scored_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed cross-entropy of head(hidden) against labels, scored tokens); hidden (N, H), labels (N,).
-    Rows labelled IGNORE are dropped first; the vocabulary projection runs a chunk of rows at a time."""
+    Rows labelled IGNORE are dropped first (through `scored_index`, their complement, when the host gave it); the
+    vocabulary projection runs a chunk of rows at a time."""
     scored = labels != IGNORE
-    hidden, labels = hidden[scored], labels[scored]
+    if scored_index is None:
+        hidden, labels = hidden[scored], labels[scored]
+    else:
+        hidden, labels = hidden.index_select(0, scored_index), labels.index_select(0, scored_index)
     count = scored.sum()
     if torch.is_grad_enabled():
         dtype = _compute_dtype(hidden.device, head.weight)
@@ -210,20 +245,24 @@ class LanguageModelForTraining(torch.nn.Module):
         super().__init__()
         self.model, self.causal, self.masked_head = model, causal, masked_head
 
-    def forward(self, input_ids, attention_mask, labels):
+    def forward(self, input_ids, attention_mask, labels, scored_index=None):
+        """`attention_mask` None: no padding (`attention_mask_of`). `scored_index`: the flattened positions of the
+        scored labels (`host_facts`; for a causal model, of labels[:, 1:])."""
+        if attention_mask is None and self.model.config.model_type in READS_IDS_WITHOUT_MASK:
+            attention_mask = torch.ones_like(input_ids)
         if self.causal and isinstance(self.model.get_output_embeddings(), torch.nn.Linear):
             # The causal head is one linear layer over the base model's output (GPT-2, GPT): project and score
             # in chunks instead of materialising (B, T, V) logits.
             hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
             return linear_loss_sum(hidden[:, :-1].reshape(-1, hidden.shape[-1]),
-                                   self.model.get_output_embeddings(), labels[:, 1:].reshape(-1))
+                                   self.model.get_output_embeddings(), labels[:, 1:].reshape(-1), scored_index)
         if self.causal or self.masked_head is None:
             logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
             return token_loss_sum(logits, labels, self.causal)
         hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask)[0]
         scored = labels != IGNORE
-        logits = self.masked_head(self.model, hidden[scored])
-        return token_loss_sum(logits, labels[scored], causal=False)
+        logits = self.masked_head(self.model, rows_at(hidden, scored, scored_index))
+        return token_loss_sum(logits, rows_at(labels, scored, scored_index), causal=False)
 
 
 class LanguageModelObjective:
@@ -263,13 +302,15 @@ class LanguageModelObjective:
         `generator_for(example number)` gives the generator that example's masks are drawn from."""
         inputs, labels = self.inputs_and_labels(batch, generator_for)
         scored = labels[:, 1:] if self.causal else labels  # a causal model predicts token t + 1 from position t
+        facts = host_facts(batch["attention_mask"], scored=scored != IGNORE)
         return {"input_ids": inputs, "attention_mask": batch["attention_mask"], "labels": labels,
-                "counts": {"lm": int((scored != IGNORE).sum())}}
+                "counts": {"lm": int((scored != IGNORE).sum())}, **facts}
 
     def loss_sums(self, model, prepared: dict) -> dict:
         """Device side: {"lm": summed cross-entropy over the scored tokens}."""
-        loss_sum, _ = model(input_ids=prepared["input_ids"], attention_mask=prepared["attention_mask"],
-                            labels=prepared["labels"])
+        extra = {"scored_index": prepared["scored_index"]} if "scored_index" in prepared else {}
+        loss_sum, _ = model(input_ids=prepared["input_ids"], attention_mask=attention_mask_of(prepared),
+                            labels=prepared["labels"], **extra)
         return {"lm": loss_sum}
 
     def eval_sum_shapes(self) -> dict:

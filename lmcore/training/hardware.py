@@ -176,7 +176,10 @@ def measured_flops_per_position(module: torch.nn.Module, objective, prepared: di
     state and gradients are left as they were."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    one = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in prepared.items()}
+    # The first row of every (B, ...) tensor; the host's flattened positions ("*_index") describe the whole batch,
+    # so the first example goes by its boolean masks instead.
+    one = {k: v[:1] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in prepared.items()
+           if not k.endswith("_index")}
     devices = [one["input_ids"].device] if one["input_ids"].device.type == "cuda" else []
     # The counter knows addmm, not its in-place form, which the chunked vocabulary loss accumulates the head's
     # fp32 weight gradient with: a third of a causal head's FLOPs would go uncounted.

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lmcore import LanguageModelingModel
 from lmcore.training import hardware, train
@@ -206,3 +207,54 @@ def _write(tmp_path, lines):
     path = tmp_path / "lines.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+class _DeviceReads(TorchDispatchMode):
+    """Counts the operations that make the host wait for a device: reading a value back (`.item()`, `bool()`, a
+    count for a boolean-mask index) and indexing with a boolean mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        indices = args[1] if name in ("index", "index_put", "index_put_") and len(args) > 1 else ()
+        if name in ("_local_scalar_dense", "nonzero", "is_nonzero", "masked_select") or \
+                any(getattr(i, "dtype", None) == torch.bool for i in indices or ()):
+            self.seen.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("model_type", ["bert", "gpt2", "electra"])
+def test_a_training_step_without_padding_reads_nothing_back_from_the_device(model_type, tmp_path, lines):
+    """The host works out before the step what the step would otherwise read back from the device (each read a
+    stall on a GPU): the scored positions as indices, and that no position is padding (so transformers is given
+    no mask to check). The forward and backward then read nothing, and give exactly the loss and gradients of the
+    boolean-mask path."""
+    model = LanguageModelingModel(model_type, None, args=settings(model_type, tmp_path / "m", 4, 1),
+                                  train_files=str(lines))
+    module, objective = model._training_module(), model._objective()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, len(model.tokenizer), (4, 32), generator=g)
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "index": torch.arange(4)}
+    prepared = objective.prepare(batch, lambda i: torch.Generator().manual_seed(int(i)))
+    assert prepared["padded"] is False and any(k.endswith("_index") for k in prepared)
+
+    def step(p: dict) -> tuple[torch.Tensor, dict]:
+        module.zero_grad(set_to_none=True)
+        sums = objective.loss_sums(module, p)
+        loss = sum(v.float() for v in sums.values())
+        loss.backward()
+        return loss.detach(), {n: w.grad.clone() for n, w in module.named_parameters() if w.grad is not None}
+
+    with _DeviceReads() as reads:
+        loss, grads = step(prepared)
+    assert reads.seen == []
+    boolean = {k: v for k, v in prepared.items() if k != "padded" and not k.endswith("_index")}
+    with _DeviceReads() as reads:
+        loss_b, grads_b = step(boolean)
+    assert reads.seen  # the boolean-mask path does read back: the check above can fail
+    assert torch.equal(loss, loss_b) and grads.keys() == grads_b.keys()
+    for name in grads:
+        assert torch.equal(grads[name], grads_b[name]), name

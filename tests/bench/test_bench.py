@@ -273,3 +273,22 @@ def test_a_gpu_run_and_a_later_compiled_run_share_the_gpu_section(tmp_path, monk
     with pytest.raises(SystemExit):
         run.parse(["--setups", "BERT-MLM,T5"])
     assert run.parse(["--setups", "GPT-2-CLM", "--only", "train"]).setups == ["GPT-2-CLM"]
+
+
+@pytest.mark.slow
+def test_the_step_profile_runs_on_tiny_models_and_counts_the_host_reads(tmp_path):
+    """bench/profile_step.py --quick (the bench's tiny models): the operator shares add up, and the reads of tensor
+    values are counted (on the CPU, the batch preparation's reads of host tensors: nonzero per step, not a device
+    wait). Its rows, like a GPU's, are never written to RESULTS.md."""
+    out = tmp_path / "profile.json"
+    done = subprocess.run([sys.executable, "bench/profile_step.py", "--quick", "--setup", "ELECTRA", "--steps", "3",
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["config"] == "ELECTRA" and row["device"] == "cpu" and "device_top" not in row
+    assert sum(row["groups"].values()) == pytest.approx(1.0, abs=1e-6) and row["groups"]["matmul"] > 0
+    assert row["syncs_per_step"].get("aten::_local_scalar_dense", 0) > 0
+    for flags in (["--quick"], ["--device", "cuda"]):
+        refused = subprocess.run([sys.executable, "bench/profile_step.py", *flags, "--write-results"], cwd=ROOT,
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "--write-results" in refused.stderr

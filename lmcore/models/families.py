@@ -21,7 +21,8 @@ from ..training import checkpoint
 from .args import ArgsError, LanguageModelingArgs
 from ..objectives.electra import DISCRIMINATOR_DIR, GENERATOR_DIR, ElectraObjective, replace_tokens, sample_tokens
 from .hub import from_pretrained
-from ..objectives.language import IGNORE, LanguageModelForTraining, LanguageModelObjective, Objective, rows_at
+from ..objectives.language import (IGNORE, LanguageModelForTraining, LanguageModelObjective, Objective, mask_for,
+                                   rows_at)
 from .registry import ModelType, electra_generator_head
 from ..data.tokenizer import load_tokenizer
 
@@ -232,10 +233,12 @@ class ElectraPair(torch.nn.Module):
             self.generator.generator_lm_head.weight = self.discriminator.electra.embeddings.word_embeddings.weight
 
     def forward(self, masked_inputs, attention_mask, input_ids, mlm_labels, uniforms: torch.Tensor | None,
-                masked_index: torch.Tensor | None = None):
+                masked_index: torch.Tensor | None = None, padded: bool = True):
         """One ELECTRA pass; `uniforms` (B, T) draw the replacements; `masked_index`, the masked positions
-        flattened (lmcore.objectives.language.host_facts), gathers them without reading their count back.
-        Returns generator loss sum and count, discriminator logits (B, T) and labels (B, T)."""
+        flattened (lmcore.objectives.language.host_facts), gathers them without reading their count back;
+        `padded`: whether any position is padding (`mask_for`). Returns generator loss sum and count,
+        discriminator logits (B, T) and labels (B, T)."""
+        attention_mask = mask_for(self.generator.electra, attention_mask, padded)
         hidden = self.generator.electra(input_ids=masked_inputs, attention_mask=attention_mask)[0]
         masked = mlm_labels != IGNORE
         gen_at_masked = electra_generator_head(self.generator, rows_at(hidden, masked, masked_index))  # (N, V)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .language import IGNORE, attention_mask_of, draws_for, host_facts, mask_tokens, maskable
+from .language import IGNORE, draws_for, host_facts, mask_tokens, maskable
 
 GENERATOR_DIR, DISCRIMINATOR_DIR = "generator_model", "discriminator_model"
 AUC_BINS = 200
@@ -91,9 +91,10 @@ class ElectraObjective:
 
     def _forward(self, model, prepared: dict):
         uniforms = None if prepared["input_ids"].device.type == "meta" else prepared["uniforms"]
-        gen_sum, _, disc_logits, disc_labels = model(prepared["masked_inputs"], attention_mask_of(prepared),
+        gen_sum, _, disc_logits, disc_labels = model(prepared["masked_inputs"], prepared["attention_mask"],
                                                      prepared["input_ids"], prepared["labels"], uniforms,
-                                                     masked_index=prepared.get("masked_index"))
+                                                     masked_index=prepared.get("masked_index"),
+                                                     padded=prepared.get("padded", True))
         return gen_sum, disc_logits, disc_labels, prepared["scored"]
 
     def loss_sums(self, model, prepared: dict) -> dict:

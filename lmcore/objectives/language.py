@@ -116,13 +116,18 @@ def host_facts(attention_mask: torch.Tensor, **scored: torch.Tensor) -> dict:
 READS_IDS_WITHOUT_MASK = frozenset({"gpt2", "openai-gpt", "longformer"})
 """Model types whose transformers forward, given no attention mask, reads the input ids back to warn about padding
 (`warn_if_padding_and_no_attention_mask`): a read either way, and a spurious warning where a block starts or ends
-with the padding token; they keep an all-ones mask."""
+with the padding token; they keep their mask."""
 
 
-def attention_mask_of(prepared: dict) -> torch.Tensor | None:
-    """The attention mask a prepared batch's model call takes: None where `host_facts` found no padding (the same
-    attention: transformers drops an all-ones mask itself, after reading it back)."""
-    return prepared["attention_mask"] if prepared.get("padded", True) else None
+def mask_for(body: torch.nn.Module, attention_mask: torch.Tensor, padded: bool) -> torch.Tensor | None:
+    """The attention mask to give `body` (a transformers base model): None for a batch without padding (the same
+    attention: transformers drops an all-ones mask itself, after reading it back), except where the model reads
+    its ids without one (READS_IDS_WITHOUT_MASK) and where the body is compiled: there the check costs nothing
+    (transformers skips it while tracing), and a mask that is sometimes None would compile the body again."""
+    if padded or body.config.model_type in READS_IDS_WITHOUT_MASK or \
+            getattr(body, "_compiled_call_impl", None) is not None:
+        return attention_mask
+    return None
 
 
 def rows_at(x: torch.Tensor, mask: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
@@ -245,11 +250,10 @@ class LanguageModelForTraining(torch.nn.Module):
         super().__init__()
         self.model, self.causal, self.masked_head = model, causal, masked_head
 
-    def forward(self, input_ids, attention_mask, labels, scored_index=None):
-        """`attention_mask` None: no padding (`attention_mask_of`). `scored_index`: the flattened positions of the
-        scored labels (`host_facts`; for a causal model, of labels[:, 1:])."""
-        if attention_mask is None and self.model.config.model_type in READS_IDS_WITHOUT_MASK:
-            attention_mask = torch.ones_like(input_ids)
+    def forward(self, input_ids, attention_mask, labels, scored_index=None, padded: bool = True):
+        """`scored_index`: the flattened positions of the scored labels (`host_facts`; for a causal model, of
+        labels[:, 1:]). `padded`: whether any position is padding (`host_facts`; see `mask_for`)."""
+        attention_mask = mask_for(self.model.base_model, attention_mask, padded)
         if self.causal and isinstance(self.model.get_output_embeddings(), torch.nn.Linear):
             # The causal head is one linear layer over the base model's output (GPT-2, GPT): project and score
             # in chunks instead of materialising (B, T, V) logits.
@@ -309,8 +313,8 @@ class LanguageModelObjective:
     def loss_sums(self, model, prepared: dict) -> dict:
         """Device side: {"lm": summed cross-entropy over the scored tokens}."""
         extra = {"scored_index": prepared["scored_index"]} if "scored_index" in prepared else {}
-        loss_sum, _ = model(input_ids=prepared["input_ids"], attention_mask=attention_mask_of(prepared),
-                            labels=prepared["labels"], **extra)
+        loss_sum, _ = model(input_ids=prepared["input_ids"], attention_mask=prepared["attention_mask"],
+                            labels=prepared["labels"], padded=prepared.get("padded", True), **extra)
         return {"lm": loss_sum}
 
     def eval_sum_shapes(self) -> dict:

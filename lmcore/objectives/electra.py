@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .language import IGNORE, draws_for, host_facts, mask_tokens, maskable
+from .language import IGNORE, draws_for, host_facts, mask_tokens, maskable, rows_at
 
 GENERATOR_DIR, DISCRIMINATOR_DIR = "generator_model", "discriminator_model"
 AUC_BINS = 200
@@ -53,8 +53,8 @@ def replace_tokens(input_ids: torch.Tensor, masked: torch.Tensor, samples: torch
 def discriminator_loss_sum(logits: torch.Tensor, labels: torch.Tensor, scored: torch.Tensor,
                            scored_index: torch.Tensor | None = None):
     """logits (B, T), labels (B, T), scored (B, T) bool -> (summed binary cross-entropy, scored count)."""
-    at = (lambda x: x[scored]) if scored_index is None else (lambda x: x.reshape(-1).index_select(0, scored_index))
-    loss = F.binary_cross_entropy_with_logits(at(logits.float()), at(labels), reduction="sum")
+    loss = F.binary_cross_entropy_with_logits(rows_at(logits.float(), scored, scored_index),
+                                              rows_at(labels, scored, scored_index), reduction="sum")
     return loss, scored.sum()
 
 

@@ -312,9 +312,9 @@ class LanguageModelObjective:
 
     def loss_sums(self, model, prepared: dict) -> dict:
         """Device side: {"lm": summed cross-entropy over the scored tokens}."""
-        extra = {"scored_index": prepared["scored_index"]} if "scored_index" in prepared else {}
         loss_sum, _ = model(input_ids=prepared["input_ids"], attention_mask=prepared["attention_mask"],
-                            labels=prepared["labels"], padded=prepared.get("padded", True), **extra)
+                            labels=prepared["labels"], scored_index=prepared.get("scored_index"),
+                            padded=prepared.get("padded", True))
         return {"lm": loss_sum}
 
     def eval_sum_shapes(self) -> dict:

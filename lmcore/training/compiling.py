@@ -136,8 +136,6 @@ class Compiled:
         self._first_s = 0.0
         self.rows: int | None = None
         """Examples in the first compiled step: a step with fewer runs eager (`step`)."""
-        self.eager_steps = 0
-        """Steps that ran eager for that reason."""
 
     @property
     def warming(self) -> bool:
@@ -186,7 +184,6 @@ class Compiled:
             self._first_s = time.perf_counter() - start
             return out
         if self.on and rows is not None and self.rows is not None and rows < self.rows:
-            self.eager_steps += 1
             with eager():
                 return run_step()
         if self._pending == "second":

@@ -32,7 +32,7 @@ def best_peak(into: dict, other: dict) -> dict:
 
 def write_where_it_belongs(results: dict) -> None:
     """A GPU's figures to their section, a CPU's of another class than the main table's (without native bf16,
-    or with AMX) to theirs, the rest to the main table: by the machine the results record, not the one writing
+    with AMX, or with full-width bf16 by its measured peak) to theirs, the rest to the main table: by the machine the results record, not the one writing
     them (--merge-json brings figures from elsewhere). A CPU smoke test's (--quick) figures are refused: tiny models
     must never stand in a table of measurements."""
     if results["machine"].get("device") == "cuda":
@@ -40,7 +40,7 @@ def write_where_it_belongs(results: dict) -> None:
         return
     if results.get("quick"):
         raise SystemExit(f"bench/run.py: {QUICK_CPU_NOT_RECORDED}")
-    kind = report.cpu_class(results["machine"])
+    kind = report.cpu_class(results["machine"], results["sections"].get("peak"))
     if kind in CLASS_SECTIONS:
         write_class_results(results, kind)
     else:
@@ -83,6 +83,12 @@ CLASS_SECTIONS = {
             "runs several times faster than fp32 (about twice on the main table's AVX512-BF16 CPU): the matmuls "
             "shrink and what surrounds them decides the ratios. lmcore's default (bf16) against every peer at "
             "its best."),
+    "wide-bf16": (common.BENCH / "results-wide-bf16.json", "cpu_wide_bf16",
+                  "On a CPU whose AVX512-BF16 runs at full width (bf16 matmul peak 3x fp32 or more)",
+                  "The same bench on a CPU with the main table's flags (AVX512-BF16, no AMX) whose measured bf16 "
+                  "matmul peak is several times its fp32 one, where the main table's CPU gives about twice (an AMD "
+                  "EPYC of family 26, Zen 5, here): the bf16 matmuls shrink and what surrounds them decides the "
+                  "ratios. lmcore's default (bf16) against every peer at its best."),
 }
 """Sections of RESULTS.md for CPUs of another class than the main table's (report.cpu_class), each with its JSON."""
 

@@ -165,15 +165,15 @@ def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, m
     (tmp_path / "RESULTS.md").write_text("# old\n")
     rows = [_speed_row("lmcore", "BERT-MLM", 6000.0), _speed_row("trainer-bf16", "BERT-MLM", 3000.0)]
 
-    def results(flags, lmcore_tokens):
+    def results(flags, lmcore_tokens, bf16_gflops=220.0):
         r = [dict(row) for row in rows]
         r[0].update(tokens_per_s=lmcore_tokens, per_step_s=4096 / lmcore_tokens)
         return {"machine": {"cpu": "x", "cores": 2, "memory_gb": 1, "avx512_bf16": "avx512_bf16" in flags,
                             "cpu_flags": flags, "torch": "t", "transformers": "t", "python": "p",
                             "lmcore_commit": "c"},
                 "date": "d", "command": "python bench/run.py --only peak,train", "notes": [], "quick": False,
-                "sections": {"peak": {"size": 2048, "threads": 2, "fp32_gflops": 100.0, "bf16_gflops": 600.0,
-                                      "bf16_size": 2048},
+                "sections": {"peak": {"size": 2048, "threads": 2, "fp32_gflops": 100.0,
+                                      "bf16_gflops": bf16_gflops, "bf16_size": 2048},
                              "train": {"steps": [2, 14], "rounds": 1, "tokens_per_step": 4096, "setups": [],
                                        "rows": r}}}
 
@@ -181,10 +181,18 @@ def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, m
     assert report.cpu_class(results(amx, 1)["machine"]) == "amx"
     assert report.cpu_class(results(["avx2", "avx512f", "avx512_bf16"], 1)["machine"]) == "avx512_bf16"
     assert report.cpu_class(results(["avx2", "fma"], 1)["machine"]) == "no-bf16"
+    # The main table's flags with a bf16 peak 4.4x the fp32 one (a Zen 5 EPYC) are a class of their own; the
+    # class is the run's measured peak's, so a run without one is classed by its flags.
+    wide = results(["avx2", "avx512f", "avx512_bf16"], 8000.0, bf16_gflops=440.0)
+    assert report.cpu_class(wide["machine"], wide["sections"]["peak"]) == "wide-bf16"
+    assert report.cpu_class(wide["machine"], results(["avx512_bf16"], 1)["sections"]["peak"]) == "avx512_bf16"
+    assert report.cpu_class(wide["machine"]) == "avx512_bf16"
+    assert "peak" in run.parse(["--only", "train"]).only
 
     record.write_where_it_belongs(results(["avx2", "avx512f", "avx512_bf16"], 7000.0))
     record.write_where_it_belongs(results(amx, 9000.0))
     record.write_where_it_belongs(results(["avx2", "fma"], 4500.0))
+    record.write_where_it_belongs(wide)
     main = json.loads((tmp_path / "results.json").read_text())
     assert main["sections"]["train"]["rows"][0]["tokens_per_s"] == 7000.0
     assert json.loads((tmp_path / "results-amx.json").read_text())["sections"]["train"]["rows"][0][
@@ -196,11 +204,15 @@ def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, m
     assert "## On a CPU with AMX" in amx_part and "| 9,000 |" in amx_part and "| 7,000 |" not in amx_part
     assert "2.33x" in md.split("<!-- ")[0]  # the main table: 7,000 over the Trainer's 3,000
     assert "<!-- cpu_no_bf16: begin -->" in md and "| 4,500 |" in md.split("<!-- cpu_no_bf16: begin -->")[1]
+    wide_part = md[md.index("<!-- cpu_wide_bf16: begin -->"):md.index("<!-- cpu_wide_bf16: end -->")]
+    assert "## On a CPU whose AVX512-BF16 runs at full width" in wide_part and "| 8,000 |" in wide_part
+    assert "bf16 / fp32: 4.4x" in wide_part and "| 8,000 |" not in md.split("<!-- ")[0]
 
     (tmp_path / "RESULTS.md").write_text(md.split("<!-- ")[0])  # --render brings every class's section back
     run.main(["--render"])
     again = (tmp_path / "RESULTS.md").read_text()
     assert again.count("<!-- cpu_amx: begin -->") == 1 and again.count("<!-- cpu_no_bf16: begin -->") == 1
+    assert again.count("<!-- cpu_wide_bf16: begin -->") == 1
 
     # A CPU smoke test's figures (--quick: tiny models) are refused whatever the class, the main table's included:
     # by --merge-json of its JSON, and by --quick --write-results before anything runs. The tables stay as they were.

@@ -152,6 +152,29 @@ def test_the_report_judges_each_kind_of_cpu_by_its_own_targets():
     assert "bf16 / fp32: 2.2x" in text
 
 
+def test_an_mfu_above_the_peak_beside_a_real_hfu_is_explained_not_printed():
+    """lmcore's MLM projects only the masked positions: the formula's FLOPs (every position) at its speed can pass
+    the peak while the executed ones do not. That MFU shows n/a with the reason; the HFU stays; rows under the peak
+    bring no such line."""
+    sys.path.insert(0, str(ROOT))
+    from bench import report
+
+    def text(model_flops):
+        row = {**_speed_row("lmcore", "BERT-MLM", 8000.0), "flops_per_token": model_flops,
+               "executed_flops_per_token": 20e6}
+        machine = {"cpu": "x", "cores": 2, "memory_gb": 1, "avx512_bf16": False, "cpu_flags": ["avx2"],
+                   "torch": "t", "transformers": "t", "python": "p", "lmcore_commit": "c"}
+        return report.render({"machine": machine, "date": "d", "command": "c", "notes": [], "sections": {
+            "peak": {"size": 2048, "threads": 2, "fp32_gflops": 200.0, "bf16_gflops": 1.0, "bf16_size": 512},
+            "train": {"steps": [2, 14], "rounds": 1, "tokens_per_step": 4096, "rows": [row]}}})
+
+    over, under = text(30e6), text(20e6)  # 240 and 160 GFLOP/s of model FLOPs against a 200 GFLOP/s peak
+    row = next(line for line in over.splitlines() if line.startswith("| BERT-MLM | lmcore |"))
+    assert "| fp32 | n/a | 80.0% |" in row
+    assert "projects only the masked positions" in over and "Caution" not in over
+    assert "| fp32 | 80.0% | 80.0% |" in under and "projects only the masked positions" not in under
+
+
 def test_figures_go_to_the_table_of_the_cpu_class_that_measured_them(tmp_path, monkeypatch):
     """`--write-results` / `--merge-json` route by the recorded machine: an AVX512-BF16 CPU's figures to the main
     table (results.json), an AMX CPU's and an AVX2-only CPU's each to a JSON file and a RESULTS.md section of their

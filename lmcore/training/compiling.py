@@ -3,7 +3,9 @@
 What is compiled: the transformer bodies, i.e. every Hugging Face base model inside the training module (BertModel,
 GPT2Model, both ELECTRA encoders), in place, so parameter names, `state_dict` and saved files are those of the
 eager model and a checkpoint loads in plain transformers. Their shapes are fixed by the batch, which is where
-inductor's fused kernels pay (LayerNorm, GELU, dropout and residual adds in one pass over memory). The heads, the
+inductor's fused kernels pay (LayerNorm, GELU, dropout and residual adds in one pass over memory); each body is one
+graph, the CPU's dropout masks included (hardware.dropout_keep_mask draws out of place: an in-place draw broke the
+graph at every dropout, and the cold warm-up was 1.2-1.4x longer for the fragments). The heads, the
 chunked vocabulary loss and ELECTRA's sampling stay eager: their shapes follow how many positions were masked,
 which would recompile every step. Evaluation, the FLOP count of the first step and generation run eager
 (`eager()`): a compiled graph is built for the training step only, and is gone when `fit` returns.

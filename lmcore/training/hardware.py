@@ -80,7 +80,9 @@ def dropout_keep_mask(shape: torch.Size, p: float, device: torch.device,
     n = torch.Size(shape).numel()
     dropped = round(p * (1 << DROP_BITS))
     threshold = dropped - (1 << (DROP_BITS - 1))  # kept when bits >= threshold: 2**16 - dropped of 2**16 values
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
+    # Out of place: dynamo cannot trace an in-place draw (Tensor.random_), and a graph break at every dropout would
+    # cut a compiled body into fragments inductor cannot fuse across. The range leaves out one of 2**64 values.
+    bits = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64, device=device)
     keep = bits.view(torch.int16)[:n].clamp_(threshold - 1, threshold).sub_(threshold - 1)
     return keep.to(dtype).view(shape), (1 << DROP_BITS) / ((1 << DROP_BITS) - dropped)
 

@@ -327,3 +327,24 @@ def test_the_step_profile_runs_on_tiny_models_and_counts_the_host_reads(tmp_path
         refused = subprocess.run([sys.executable, "bench/profile_step.py", *flags, "--write-results"], cwd=ROOT,
                                  capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2 and "--write-results" in refused.stderr
+
+
+def test_every_bench_worker_keeps_inductor_kernels_in_the_runs_scratch_folder(tmp_path, monkeypatch):
+    """The first compiled run of a model is cold whatever the user's own inductor cache holds (its warm-up is the
+    cold figure RESULTS.md reports), and every later worker of the run, a peer's included, finds those kernels."""
+    sys.path.insert(0, str(ROOT))
+    from bench import common, run
+
+    seen = []
+
+    def fake_worker(cmd, env=None, timeout=None, cwd=None):
+        seen.append(env or {})
+        return common.Measured(1.0, 10.0, {"train_s": 1.0}, 0, "")
+
+    monkeypatch.setattr(run, "run_worker", fake_worker)
+    b = run.Bench(run.parse(["--quick"]), tmp_path)
+    setup = b.setups[0]
+    b.lmcore("train", setup, tokenizer="t", steps=2)
+    b.trainer(setup, tokenizer="t", steps=2)
+    assert [env.get("TORCHINDUCTOR_CACHE_DIR") for env in seen] == [str(tmp_path / "inductor")] * 2
+    assert seen[1]["PYTHONPATH"].endswith(str(common.TRAINER_DEPS))  # the peer's own settings stay

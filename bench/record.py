@@ -32,9 +32,9 @@ def best_peak(into: dict, other: dict) -> dict:
 
 def write_where_it_belongs(results: dict) -> None:
     """A GPU's figures to their section, a CPU's of another class than the main table's (without native bf16,
-    with AMX, or with full-width bf16 by its measured peak) to theirs, the rest to the main table: by the machine the results record, not the one writing
-    them (--merge-json brings figures from elsewhere). A CPU smoke test's (--quick) figures are refused: tiny models
-    must never stand in a table of measurements."""
+    with AMX, or with full-width bf16 by its measured peak) to theirs, the rest to the main table: by the machine
+    the results record, not the one writing them (--merge-json brings figures from elsewhere). A CPU smoke test's
+    (--quick) figures are refused: tiny models must never stand in a table of measurements."""
     if results["machine"].get("device") == "cuda":
         write_gpu_results(results)
         return

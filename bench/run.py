@@ -345,18 +345,17 @@ def quality_figures(default: list[float], fp32: list[float]) -> dict:
 def machine() -> dict:
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), [])
+    # The first processor's block of /proc/cpuinfo: every core of these machines is the same.
     info = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in
                                                 Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines())}
+    model, flags = info.get("model name") or platform.processor(), info.get("flags", "").split()
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma")
     mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": model, "cpu_family": f"{info.get('vendor_id', '?')} family {info.get('cpu family', '?')} model "
-                                        f"{info.get('model', '?')}", "cores": __import__("os").cpu_count(), "memory_gb": round(mem / 2**20, 1), "gpu": gpu,
+    family = f"{info.get('vendor_id', '?')} family {info.get('cpu family', '?')} model {info.get('model', '?')}"
+    return {"cpu": model, "cpu_family": family, "cores": os.cpu_count(), "memory_gb": round(mem / 2**20, 1),
+            "gpu": gpu,
             "avx512_bf16": "avx512_bf16" in flags, "cpu_flags": [f for f in wanted if f in flags],
             "torch": torch.__version__, "python": platform.python_version(),
             "transformers": __import__("transformers").__version__, "lmcore_commit": engine_commit()}
